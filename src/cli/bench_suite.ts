@@ -1,0 +1,1466 @@
+/**
+ * `ringkv bench-suite` (behind `npm run bench`): starts ringkv, Redis and
+ * etcd on loopback, drives them with the same load shapes, and prints a
+ * Markdown comparison; `--write-docs` puts it into docs/performance.md.
+ *
+ * The targets it shows are benchmarks, not tests: the suite reports whether
+ * they were met and never fails because they were not. It fails (exit 1)
+ * only when a server would not start or a run saw errors.
+ *
+ * @module
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import process from "node:process";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  type BenchResult,
+  keyName,
+  LatencyHistogram,
+  type LatencySummary,
+  loadKeys,
+  ReplyKind,
+  RespReplyParser,
+  runBench,
+  summarize,
+} from "./bench.ts";
+
+/** How long a started server gets to accept connections. */
+export const START_TIMEOUT_MS = 30_000;
+/** How long a stopped server gets to exit after SIGTERM before SIGKILL. */
+export const STOP_TIMEOUT_MS = 10_000;
+/** How long a restarted node may take to answer its first GET before the measurement gives up. */
+export const RESTART_TIMEOUT_MS = 60_000;
+/** Between restart probes. */
+const RESTART_POLL_MS = 5;
+/** One RESP request/reply exchange of the suite's own (not the load). */
+const COMMAND_TIMEOUT_MS = 5_000;
+/** One HTTP request to etcd. */
+export const HTTP_REQUEST_TIMEOUT_MS = 10_000;
+/** Bytes of a child's output kept to explain a failure. */
+const OUTPUT_TAIL_BYTES = 16 * 1024;
+/** Random GETs after a restart that must all hit. */
+export const RESTART_VERIFY_GETS = 2_000;
+/** Restart target from the issue: spawn to first successful GET. */
+export const RESTART_TARGET_S = 2;
+/** How long a replicated cluster gets to accept its first write. */
+const CLUSTER_READY_TIMEOUT_MS = 90_000;
+
+/** The standalone shapes: (connections, pipeline). */
+export const STANDALONE_SHAPES: readonly Shape[] = [
+  { connections: 1, pipeline: 1 },
+  { connections: 8, pipeline: 1 },
+  { connections: 8, pipeline: 32 },
+];
+
+/** The replicated shapes: in flight 1, 8, 64 (one request per connection), then 8 connections × 32. */
+export const CLUSTER_SHAPES: readonly Shape[] = [
+  { connections: 1, pipeline: 1 },
+  { connections: 8, pipeline: 1 },
+  { connections: 64, pipeline: 1 },
+  { connections: 8, pipeline: 32 },
+];
+
+const VALUE_SIZE = 100;
+const KEYSPACE = 100_000;
+
+/** A load shape: connections × requests in flight per connection. */
+export interface Shape {
+  connections: number;
+  pipeline: number;
+}
+
+/** The sections the suite can run. */
+export type Section = "standalone" | "memory" | "etcd" | "cluster";
+const ALL_SECTIONS: readonly Section[] = ["standalone", "memory", "etcd", "cluster"];
+
+/** What one measured run reports (a {@linkcode BenchResult} or the etcd HTTP client's equivalent). */
+export interface Measurement {
+  ops: number;
+  opsPerSec: number;
+  errors: number;
+  errorSamples: string[];
+  misses: number;
+  latencyMs: LatencySummary;
+  clientCpu: number;
+  failure?: string;
+}
+
+/** One row of a comparison table. */
+export interface ComparisonRow {
+  workload: string;
+  shape: Shape;
+  ringkv?: Measurement;
+  other?: Measurement;
+}
+
+/** The memory and restart measurements of one server. */
+export interface MemoryReport {
+  keys: number;
+  loadSeconds?: number;
+  loadOpsPerSec?: number;
+  rssBytes?: number;
+  peakRssBytes?: number;
+  /** Did SIGTERM stop it within {@linkcode STOP_TIMEOUT_MS}? */
+  gracefulStop?: boolean;
+  /** Seconds from spawn to the first GET that returned a loaded key's value. */
+  restartSeconds?: number;
+  /** Replies that were not the value (miss, error) before the first hit. */
+  probesBeforeHit?: number;
+  /** Random GETs after restart that found their key, out of {@linkcode RESTART_VERIFY_GETS}. */
+  verifiedHits?: number;
+  note?: string;
+  failure?: string;
+}
+
+/** Everything one suite run measured. */
+export interface SuiteReport {
+  startedAt: string;
+  machine: MachineInfo;
+  durationS: number;
+  warmupS: number;
+  standalone?: { rows: ComparisonRow[]; ringkvFailure?: string; redisFailure?: string };
+  memory?: { ringkv: MemoryReport; redis: MemoryReport };
+  cluster?: { rows: ComparisonRow[]; ringkvFailure?: string; etcdFailure?: string; etcdLeader?: string };
+}
+
+/** Where the numbers were measured. */
+export interface MachineInfo {
+  cpus: number;
+  cpuModel: string;
+  node: string;
+  redis: string;
+  etcd: string;
+  kernel: string;
+  dataFilesystem: string;
+  loadAverage: string;
+}
+
+// ---------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------
+
+/** Every child still running, so an interrupted suite can stop them (by PID). */
+const running = new Set<ManagedProcess>();
+
+/** A server process the suite started; stopped by its PID only. */
+export class ManagedProcess {
+  readonly name: string;
+  readonly child: ChildProcess;
+  /** When it was spawned (performance.now() ms). */
+  readonly spawnedAt: number;
+  #output = "";
+  #exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  readonly exited: Promise<void>;
+
+  private constructor(name: string, child: ChildProcess, spawnedAt: number) {
+    this.name = name;
+    this.child = child;
+    this.spawnedAt = spawnedAt;
+    const keep = (chunk: Buffer) => {
+      this.#output = (this.#output + chunk.toString("utf8")).slice(-OUTPUT_TAIL_BYTES);
+    };
+    child.stdout?.on("data", keep);
+    child.stderr?.on("data", keep);
+    this.exited = new Promise((resolve) => {
+      child.once("exit", (code, signal) => {
+        this.#exit = { code, signal };
+        running.delete(this);
+        resolve();
+      });
+      child.once("error", (error) => {
+        this.#output += `\nspawn error: ${error.message}`;
+        this.#exit ??= { code: null, signal: null };
+        running.delete(this);
+        resolve();
+      });
+    });
+  }
+
+  /** Spawns `command args` with output captured (the last {@linkcode OUTPUT_TAIL_BYTES}). */
+  static start(name: string, command: string, args: readonly string[]): ManagedProcess {
+    const spawnedAt = performance.now();
+    const child = spawn(command, [...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const managed = new ManagedProcess(name, child, spawnedAt);
+    running.add(managed);
+    return managed;
+  }
+
+  /** The PID (undefined if the spawn failed). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** True once the process exited. */
+  get hasExited(): boolean {
+    return this.#exit !== undefined;
+  }
+
+  /** The end of its output and how it exited, to explain a failure. */
+  describe(): string {
+    const how = this.#exit === undefined
+      ? "still running"
+      : `exited with ${this.#exit.signal ?? `code ${this.#exit.code}`}`;
+    const tail = this.#output.trim().split("\n").slice(-8).join("\n    ");
+    return `${this.name} (pid ${this.pid ?? "none"}) ${how}${tail ? `; last output:\n    ${tail}` : ""}`;
+  }
+
+  /** SIGTERM, then SIGKILL after `timeoutMs`; resolves true if it exited on SIGTERM alone. */
+  async stop(timeoutMs: number = STOP_TIMEOUT_MS): Promise<boolean> {
+    if (this.hasExited) return true;
+    this.child.kill("SIGTERM");
+    if (await within(this.exited, timeoutMs)) return true;
+    this.child.kill("SIGKILL");
+    await within(this.exited, timeoutMs);
+    return false;
+  }
+}
+
+/** Resolves true if `promise` settles within `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A TCP port free on 127.0.0.1 right now (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      assert(address !== null && typeof address === "object", "listening server has an address");
+      server.close(() => resolve(address.port));
+    });
+  });
+}
+
+/** Waits until 127.0.0.1:`port` accepts a connection; throws if `owner` exits first or the deadline passes. */
+export async function waitForPort(port: number, owner: ManagedProcess, timeoutMs: number = START_TIMEOUT_MS): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    if (owner.hasExited) throw new Error(`did not start: ${owner.describe()}`);
+    if (await canConnect(port)) return;
+    await sleep(20);
+  }
+  throw new Error(`port ${port} not accepting after ${timeoutMs} ms: ${owner.describe()}`);
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/** Sends one RESP command and returns the reply's kind and text; throws on a timeout or a closed connection. */
+export function respCommand(
+  port: number,
+  args: readonly string[],
+  timeoutMs: number = COMMAND_TIMEOUT_MS,
+): Promise<{ kind: ReplyKind; text: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, localAddress: "127.0.0.1" });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`${args[0]} on port ${port}: no reply within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const parser = new RespReplyParser((kind, text) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ kind, text });
+    });
+    socket.on("data", (chunk: Buffer) => {
+      try {
+        parser.feed(chunk);
+      } catch (error) {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(error);
+      }
+    });
+    socket.once("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.once("close", () => {
+      clearTimeout(timer);
+      reject(new Error(`${args[0]} on port ${port}: connection closed before a reply`));
+    });
+    socket.write(encodeResp(args));
+  });
+}
+
+function encodeResp(args: readonly string[]): string {
+  return `*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join("")}`;
+}
+
+/** VmRSS and VmHWM of `pid` in bytes, from /proc/<pid>/status. */
+export function readRss(pid: number): { rss: number; peak: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  const field = (name: string): number => {
+    const match = new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status);
+    if (match === null) throw new Error(`no ${name} in /proc/${pid}/status`);
+    return Number(match[1]) * 1024;
+  };
+  return { rss: field("VmRSS"), peak: field("VmHWM") };
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------
+
+/** A started server: where it listens and how to stop it. */
+interface Server {
+  port: number;
+  process: ManagedProcess;
+}
+
+/** Where the suite keeps data dirs and finds the ringkv entry point. */
+interface Context {
+  tmpRoot: string;
+  mainJs: string;
+  log: (line: string) => void;
+  durationS: number;
+  warmupS: number;
+}
+
+async function startRingkvNode(
+  context: Context,
+  dataDir: string,
+  options: { fsync: "always" | "never"; port?: number },
+): Promise<Server> {
+  const port = options.port ?? await freePort();
+  const args = [
+    context.mainJs,
+    "node",
+    "--id",
+    "bench1",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--data-dir",
+    dataDir,
+    "--fsync",
+    options.fsync,
+    "--log-level",
+    "warn",
+  ];
+  const managed = ManagedProcess.start(`ringkv node (fsync ${options.fsync})`, process.execPath, args);
+  try {
+    await waitForPort(port, managed);
+  } catch (error) {
+    await managed.stop();
+    throw error;
+  }
+  return { port, process: managed };
+}
+
+async function startRedis(dir: string, durable: boolean): Promise<Server> {
+  const port = await freePort();
+  const persistence = durable
+    ? ["--appendonly", "yes", "--appendfsync", "always"]
+    : ["--appendonly", "no"];
+  const args = [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--dir",
+    dir,
+    "--save",
+    "",
+    ...persistence,
+    "--daemonize",
+    "no",
+    "--protected-mode",
+    "no",
+    "--logfile",
+    "",
+  ];
+  const managed = ManagedProcess.start(`redis-server (${durable ? "appendfsync always" : "no persistence"})`, "redis-server", args);
+  try {
+    await waitForPort(port, managed);
+  } catch (error) {
+    await managed.stop();
+    throw error;
+  }
+  return { port, process: managed };
+}
+
+function makeDir(context: Context, name: string): string {
+  const dir = path.join(context.tmpRoot, name);
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+// ---------------------------------------------------------------------------
+// Standalone section
+// ---------------------------------------------------------------------------
+
+function shapeLabel(shape: Shape): string {
+  return `${shape.connections}×${shape.pipeline}`;
+}
+
+async function measure(
+  context: Context,
+  port: number,
+  label: string,
+  shape: Shape,
+  op: "put" | "get",
+): Promise<BenchResult> {
+  const result = await runBench({
+    port,
+    connections: shape.connections,
+    pipeline: shape.pipeline,
+    valueSize: VALUE_SIZE,
+    keyspace: KEYSPACE,
+    ratio: op === "put" ? 1 : 0,
+    durationS: context.durationS,
+    warmupS: context.warmupS,
+  });
+  context.log(`  ${label} ${op.toUpperCase()} ${shapeLabel(shape)}: ${describeMeasurement(result)}`);
+  return result;
+}
+
+function describeMeasurement(m: Measurement): string {
+  if (m.failure !== undefined) return `FAILED: ${m.failure}`;
+  const l = m.latencyMs;
+  return `${Math.round(m.opsPerSec)} ops/s, p50 ${fmtMs(l.p50)} p99 ${fmtMs(l.p99)} p999 ${fmtMs(l.p999)} ms, ` +
+    `${m.errors} errors, ${m.misses} misses, client cpu ${Math.round(m.clientCpu * 100)} %`;
+}
+
+/** Runs ringkv's side: durable PUT shapes, preload, GET shapes. */
+async function ringkvStandalone(context: Context, rows: ComparisonRow[]): Promise<string | undefined> {
+  let server: Server | undefined;
+  try {
+    server = await startRingkvNode(context, makeDir(context, "ringkv-standalone"), { fsync: "always" });
+    context.log(`ringkv node (fsync always) on port ${server.port}, pid ${server.process.pid}`);
+    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
+      rows[i].ringkv = await measure(context, server.port, "ringkv", shape, "put");
+    }
+    const loaded = await loadKeys({ port: server.port, keyspace: KEYSPACE, valueSize: VALUE_SIZE, log: context.log });
+    if (loaded.failure !== undefined) throw new Error(`preload: ${loaded.failure}`);
+    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
+      rows[STANDALONE_SHAPES.length + i].ringkv = await measure(context, server.port, "ringkv", shape, "get");
+    }
+    return undefined;
+  } catch (error) {
+    context.log(`ringkv standalone: ${(error as Error).message}`);
+    return (error as Error).message;
+  } finally {
+    if (server !== undefined) await server.process.stop();
+  }
+}
+
+/** Runs Redis's side: PUT shapes on appendfsync always, GET shapes without persistence. */
+async function redisStandalone(context: Context, rows: ComparisonRow[]): Promise<string | undefined> {
+  let server: Server | undefined;
+  try {
+    server = await startRedis(makeDir(context, "redis-durable"), true);
+    context.log(`redis (appendfsync always) on port ${server.port}, pid ${server.process.pid}`);
+    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
+      rows[i].other = await measure(context, server.port, "redis", shape, "put");
+    }
+    await server.process.stop();
+    server = await startRedis(makeDir(context, "redis-memory"), false);
+    context.log(`redis (no persistence) on port ${server.port}, pid ${server.process.pid}`);
+    const loaded = await loadKeys({ port: server.port, keyspace: KEYSPACE, valueSize: VALUE_SIZE, log: context.log });
+    if (loaded.failure !== undefined) throw new Error(`preload: ${loaded.failure}`);
+    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
+      rows[STANDALONE_SHAPES.length + i].other = await measure(context, server.port, "redis", shape, "get");
+    }
+    return undefined;
+  } catch (error) {
+    context.log(`redis standalone: ${(error as Error).message}`);
+    return (error as Error).message;
+  } finally {
+    if (server !== undefined) await server.process.stop();
+  }
+}
+
+async function standaloneSection(
+  context: Context,
+  skipRingkv: boolean,
+): Promise<NonNullable<SuiteReport["standalone"]>> {
+  const rows: ComparisonRow[] = [
+    ...STANDALONE_SHAPES.map((shape) => ({ workload: "durable PUT", shape })),
+    ...STANDALONE_SHAPES.map((shape) => ({ workload: "GET (preloaded)", shape })),
+  ];
+  const ringkvFailure = skipRingkv ? "skipped (--skip-ringkv)" : await ringkvStandalone(context, rows);
+  const redisFailure = await redisStandalone(context, rows);
+  return { rows, ringkvFailure, redisFailure };
+}
+
+// ---------------------------------------------------------------------------
+// Memory and restart section
+// ---------------------------------------------------------------------------
+
+/** Polls GET `key` from spawn until it returns a value; returns seconds since `process.spawnedAt`. */
+async function timeToFirstHit(
+  port: number,
+  owner: ManagedProcess,
+  key: string,
+): Promise<{ seconds: number; probesBeforeHit: number }> {
+  const deadline = owner.spawnedAt + RESTART_TIMEOUT_MS;
+  let probes = 0;
+  while (performance.now() < deadline) {
+    if (owner.hasExited) throw new Error(`exited during restart: ${owner.describe()}`);
+    try {
+      const reply = await respCommand(port, ["GET", key], 1_000);
+      if (reply.kind === ReplyKind.VALUE) {
+        return { seconds: (performance.now() - owner.spawnedAt) / 1000, probesBeforeHit: probes };
+      }
+      probes++; // served, but not the value yet (a miss or an error such as LOADING)
+    } catch {
+      // not listening yet
+    }
+    await sleep(RESTART_POLL_MS);
+  }
+  throw new Error(`no successful GET ${key} within ${RESTART_TIMEOUT_MS} ms of spawn`);
+}
+
+/** Loads `keys` keys, reads RSS; then (via `restart`) stops, restarts, and times the first hit. */
+async function memoryOf(
+  context: Context,
+  keys: number,
+  server: Server,
+  restart: (previous: Server) => Promise<Server>,
+  report: MemoryReport,
+): Promise<Server> {
+  const loaded = await loadKeys({ port: server.port, keyspace: keys, valueSize: VALUE_SIZE, connections: 8, log: context.log });
+  if (loaded.failure !== undefined) throw new Error(`load: ${loaded.failure}`);
+  report.loadSeconds = loaded.windowS;
+  report.loadOpsPerSec = loaded.opsPerSec;
+  assert(server.process.pid !== undefined, "a running server has a pid");
+  const { rss, peak } = readRss(server.process.pid);
+  report.rssBytes = rss;
+  report.peakRssBytes = peak;
+  context.log(`  ${server.process.name}: ${keys} keys, RSS ${mib(rss)} MiB (peak ${mib(peak)} MiB)`);
+  const next = await restart(server);
+  const probeKey = keyName(Math.floor(keys / 2));
+  const first = await timeToFirstHit(next.port, next.process, probeKey);
+  report.restartSeconds = first.seconds;
+  report.probesBeforeHit = first.probesBeforeHit;
+  const verify = await runBench({
+    port: next.port,
+    connections: 1,
+    pipeline: 16,
+    keyspace: keys,
+    valueSize: VALUE_SIZE,
+    ratio: 0,
+    requests: RESTART_VERIFY_GETS,
+    warmupS: 0,
+  });
+  if (verify.failure !== undefined) throw new Error(`verify after restart: ${verify.failure}`);
+  report.verifiedHits = verify.gets - verify.misses;
+  context.log(
+    `  ${next.process.name}: first GET hit ${first.seconds.toFixed(3)} s after spawn; ` +
+      `${report.verifiedHits}/${RESTART_VERIFY_GETS} random keys found`,
+  );
+  return next;
+}
+
+async function memorySection(
+  context: Context,
+  keys: number,
+  skipRingkv: boolean,
+): Promise<NonNullable<SuiteReport["memory"]>> {
+  const ringkv: MemoryReport = {
+    keys,
+    note: "loaded with --fsync never (loading only); SIGTERM, then restarted on the same data dir",
+  };
+  const redis: MemoryReport = {
+    keys,
+    note: "no persistence while loading; then SAVE (RDB), SIGTERM, restarted on the same dir",
+  };
+  if (skipRingkv) ringkv.failure = "skipped (--skip-ringkv)";
+  else {
+    const dataDir = makeDir(context, "ringkv-memory");
+    let server: Server | undefined;
+    try {
+      server = await startRingkvNode(context, dataDir, { fsync: "never" });
+      context.log(`ringkv node (fsync never) on port ${server.port}, pid ${server.process.pid}`);
+      server = await memoryOf(context, keys, server, async (previous) => {
+        ringkv.gracefulStop = await previous.process.stop();
+        const managed = startRingkvProcessOnly(context, dataDir, previous.port);
+        return { port: previous.port, process: managed };
+      }, ringkv);
+    } catch (error) {
+      ringkv.failure = (error as Error).message;
+      context.log(`ringkv memory: ${ringkv.failure}`);
+    } finally {
+      if (server !== undefined) await server.process.stop();
+    }
+  }
+  const redisDir = makeDir(context, "redis-rdb");
+  let server: Server | undefined;
+  try {
+    server = await startRedis(redisDir, false);
+    context.log(`redis (no persistence) on port ${server.port}, pid ${server.process.pid}`);
+    server = await memoryOf(context, keys, server, async (previous) => {
+      const saved = await respCommand(previous.port, ["SAVE"], 120_000);
+      if (saved.kind !== ReplyKind.OK) throw new Error(`SAVE: ${saved.text}`);
+      redis.gracefulStop = await previous.process.stop();
+      // Same flags as startRedis, same port: redis loads dump.rdb from --dir at start.
+      const managed = ManagedProcess.start("redis-server (restart from RDB)", "redis-server", [
+        "--port",
+        String(previous.port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        redisDir,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "no",
+        "--logfile",
+        "",
+      ]);
+      return { port: previous.port, process: managed };
+    }, redis);
+  } catch (error) {
+    redis.failure = (error as Error).message;
+    context.log(`redis memory: ${redis.failure}`);
+  } finally {
+    if (server !== undefined) await server.process.stop();
+  }
+  return { ringkv, redis };
+}
+
+/** Spawns a ringkv node without waiting for its port: the restart clock starts at spawn. */
+function startRingkvProcessOnly(context: Context, dataDir: string, port: number): ManagedProcess {
+  return ManagedProcess.start("ringkv node (restarted)", process.execPath, [
+    context.mainJs,
+    "node",
+    "--id",
+    "bench1",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--data-dir",
+    dataDir,
+    "--fsync",
+    "never",
+    "--log-level",
+    "warn",
+  ]);
+}
+
+// ---------------------------------------------------------------------------
+// Replicated section: etcd (3 members) and ringkv's cluster
+// ---------------------------------------------------------------------------
+
+/** A started 3-member etcd cluster. */
+interface EtcdCluster {
+  members: { name: string; clientPort: number; process: ManagedProcess }[];
+  /** Client port of the current leader (the suite drives the leader: etcd's best case). */
+  leaderPort: number;
+  leaderName: string;
+}
+
+async function startEtcd(context: Context): Promise<EtcdCluster> {
+  const names = ["e0", "e1", "e2"];
+  const clientPorts: number[] = [];
+  const peerPorts: number[] = [];
+  for (let i = 0; i < names.length; i++) {
+    clientPorts.push(await freePort());
+    peerPorts.push(await freePort());
+  }
+  const initialCluster = names.map((name, i) => `${name}=http://127.0.0.1:${peerPorts[i]}`).join(",");
+  const members: EtcdCluster["members"] = [];
+  for (const [i, name] of names.entries()) {
+    const client = `http://127.0.0.1:${clientPorts[i]}`;
+    const peer = `http://127.0.0.1:${peerPorts[i]}`;
+    const managed = ManagedProcess.start(`etcd ${name}`, "etcd", [
+      "--name",
+      name,
+      "--data-dir",
+      makeDir(context, `etcd-${name}`),
+      "--listen-client-urls",
+      client,
+      "--advertise-client-urls",
+      client,
+      "--listen-peer-urls",
+      peer,
+      "--initial-advertise-peer-urls",
+      peer,
+      "--initial-cluster",
+      initialCluster,
+      "--initial-cluster-token",
+      `ringkv-bench-${process.pid}`,
+      "--initial-cluster-state",
+      "new",
+      "--logger",
+      "zap",
+      "--log-outputs",
+      "stderr",
+      "--log-level",
+      "warn",
+    ]);
+    members.push({ name, clientPort: clientPorts[i], process: managed });
+  }
+  try {
+    const deadline = performance.now() + START_TIMEOUT_MS;
+    for (const member of members) {
+      while (!(await etcdHealthy(member.clientPort))) {
+        if (member.process.hasExited) throw new Error(`did not start: ${member.process.describe()}`);
+        if (performance.now() > deadline) throw new Error(`not healthy in time: ${member.process.describe()}`);
+        await sleep(50);
+      }
+    }
+    const leader = await etcdLeader(members);
+    return { members, leaderPort: leader.clientPort, leaderName: leader.name };
+  } catch (error) {
+    await stopEtcd({ members, leaderPort: 0, leaderName: "" });
+    throw error;
+  }
+}
+
+async function stopEtcd(cluster: EtcdCluster): Promise<void> {
+  await Promise.all(cluster.members.map((member) => member.process.stop()));
+}
+
+async function etcdHealthy(port: number): Promise<boolean> {
+  try {
+    const reply = await httpJson(port, "GET", "/health", undefined);
+    return reply.status === 200 && (reply.body as { health?: string }).health === "true";
+  } catch {
+    return false;
+  }
+}
+
+async function etcdLeader(members: EtcdCluster["members"]): Promise<EtcdCluster["members"][number]> {
+  // maintenance/status names the member answering and the leader it knows.
+  for (const member of members) {
+    const reply = await httpJson(member.clientPort, "POST", "/v3/maintenance/status", {});
+    const body = reply.body as { header?: { member_id?: string }; leader?: string };
+    if (body.leader !== undefined && body.header?.member_id === body.leader) return member;
+  }
+  throw new Error("no etcd member reports itself as leader");
+}
+
+/** One JSON request over a fresh connection (setup and health checks, not the load). */
+function httpJson(port: number, method: string, urlPath: string, body: unknown): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const request = http.request({
+      host: "127.0.0.1",
+      port,
+      method,
+      path: urlPath,
+      localAddress: "127.0.0.1",
+      timeout: COMMAND_TIMEOUT_MS,
+      headers: payload === undefined ? {} : { "content-type": "application/json", "content-length": Buffer.byteLength(payload) },
+    }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () => {
+        try {
+          resolve({ status: response.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) });
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+    request.on("timeout", () => request.destroy(new Error(`${method} ${urlPath}: timed out`)));
+    request.on("error", reject);
+    request.end(payload);
+  });
+}
+
+/** Options for {@linkcode runEtcdPutBench}. */
+export interface EtcdBenchOptions {
+  /** Concurrent requests, each on its own keep-alive connection (HTTP/1.1 has no pipelining). */
+  inFlight: number;
+  durationS: number;
+  warmupS: number;
+  valueSize?: number;
+  keyspace?: number;
+}
+
+/**
+ * Drives etcd's JSON gateway (`POST /v3/kv/put`, base64 key and value) on
+ * 127.0.0.1:`port` with `inFlight` concurrent requests for a duration;
+ * same window rules as {@linkcode runBench}: a request counts if sent and
+ * answered inside the window.
+ */
+export async function runEtcdPutBench(port: number, options: EtcdBenchOptions): Promise<Measurement> {
+  const valueSize = options.valueSize ?? VALUE_SIZE;
+  const keyspace = options.keyspace ?? KEYSPACE;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: options.inFlight, maxFreeSockets: options.inFlight });
+  const values = Array.from({ length: 256 }, () => randomPrintable(valueSize).toString("base64"));
+  const histogram = new LatencyHistogram();
+  const errorSamples: string[] = [];
+  let errors = 0;
+  let ops = 0;
+  let failure: string | undefined;
+  const start = performance.now();
+  const measureStart = start + options.warmupS * 1000;
+  const measureEnd = measureStart + options.durationS * 1000;
+  let cpuAtStart: NodeJS.CpuUsage | undefined;
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && performance.now() < measureEnd) {
+      const key = Buffer.from(keyName(Math.floor(Math.random() * keyspace))).toString("base64");
+      const body = `{"key":"${key}","value":"${values[Math.floor(Math.random() * values.length)]}"}`;
+      const sentAt = performance.now();
+      if (cpuAtStart === undefined && sentAt >= measureStart) cpuAtStart = process.cpuUsage();
+      let outcome: string | undefined;
+      try {
+        outcome = await etcdPut(port, agent, body);
+      } catch (error) {
+        failure = `etcd put: ${(error as Error).message}`;
+        return;
+      }
+      const doneAt = performance.now();
+      if (sentAt < measureStart || doneAt > measureEnd) continue;
+      if (outcome !== undefined) {
+        errors++;
+        if (errorSamples.length < 5 && !errorSamples.includes(outcome)) errorSamples.push(outcome);
+        continue;
+      }
+      ops++;
+      histogram.record((doneAt - sentAt) * 1e6);
+    }
+  };
+  await Promise.all(Array.from({ length: options.inFlight }, worker));
+  const cpu = process.cpuUsage(cpuAtStart);
+  agent.destroy();
+  return {
+    ops,
+    opsPerSec: ops / options.durationS,
+    errors,
+    errorSamples,
+    misses: 0,
+    latencyMs: summarize(histogram),
+    clientCpu: (cpu.user + cpu.system) / 1e6 / options.durationS,
+    failure,
+  };
+}
+
+/** One PUT through the gateway; resolves undefined on success, else the error text. */
+function etcdPut(port: number, agent: http.Agent, body: string): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const request = http.request({
+      host: "127.0.0.1",
+      port,
+      method: "POST",
+      path: "/v3/kv/put",
+      agent,
+      localAddress: "127.0.0.1",
+      timeout: HTTP_REQUEST_TIMEOUT_MS,
+      headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+    }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        // Success is 200 with a response header; errors come as {"error": ..., "code": ...}.
+        if (response.statusCode === 200 && text.includes('"header"') && !text.includes('"error"')) resolve(undefined);
+        else resolve(`HTTP ${response.statusCode}: ${text.slice(0, 200)}`);
+      });
+    });
+    request.on("timeout", () => request.destroy(new Error(`no reply within ${HTTP_REQUEST_TIMEOUT_MS} ms`)));
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
+function randomPrintable(size: number): Buffer {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  const buf = Buffer.allocUnsafe(size);
+  for (let i = 0; i < size; i++) buf[i] = alphabet.charCodeAt(Math.floor(Math.random() * alphabet.length));
+  return buf;
+}
+
+/** Options of the ringkv side of the replicated section. */
+interface ClusterOptions {
+  /** ZooKeeper connect string passed as --zk (the cluster command may start its own when absent). */
+  zk: string | undefined;
+  /** Extra flags for `ringkv cluster`. */
+  extraArgs: string[];
+}
+
+/**
+ * The ringkv side of the replicated comparison: `ringkv cluster --base-port
+ * <p>` (3 replicas of one partition), driven through its first node.
+ */
+async function ringkvCluster(context: Context, options: ClusterOptions, rows: ComparisonRow[]): Promise<string | undefined> {
+  // TODO(cluster integration): confirm the `ringkv cluster` flags (partition count, replica
+  // count, data dir) once src/cli/cluster.ts exists; the suite passes --base-port, --zk and
+  // --cluster-arg values through unchanged, and drives the node at --base-port (which
+  // forwards to the partition's leader as any node does).
+  const clusterJs = path.join(path.dirname(context.mainJs), "cluster.js");
+  if (!fs.existsSync(clusterJs)) return `not available yet: ${clusterJs} is not built (the \`ringkv cluster\` command)`;
+  const basePort = await freePort();
+  const args = [context.mainJs, "cluster", "--base-port", String(basePort)];
+  if (options.zk !== undefined) args.push("--zk", options.zk);
+  args.push(...options.extraArgs);
+  const managed = ManagedProcess.start("ringkv cluster", process.execPath, args);
+  try {
+    await waitForPort(basePort, managed, CLUSTER_READY_TIMEOUT_MS);
+    await waitForFirstWrite(basePort, managed);
+    context.log(`ringkv cluster accepting writes on port ${basePort}, pid ${managed.pid}`);
+    for (const [i, shape] of CLUSTER_SHAPES.entries()) {
+      rows[i].ringkv = await measure(context, basePort, "ringkv cluster", shape, "put");
+    }
+    return undefined;
+  } catch (error) {
+    context.log(`ringkv cluster: ${(error as Error).message}`);
+    return (error as Error).message;
+  } finally {
+    await managed.stop();
+  }
+}
+
+/** Retries one PUT until the cluster acknowledges it (leaders elected, quorum up). */
+async function waitForFirstWrite(port: number, owner: ManagedProcess): Promise<void> {
+  const deadline = performance.now() + CLUSTER_READY_TIMEOUT_MS;
+  let last = "no reply";
+  while (performance.now() < deadline) {
+    if (owner.hasExited) throw new Error(`exited: ${owner.describe()}`);
+    try {
+      const reply = await respCommand(port, ["SET", "bench:ready", "1"]);
+      if (reply.kind === ReplyKind.OK) return;
+      last = reply.text ?? `kind ${reply.kind}`;
+    } catch (error) {
+      last = (error as Error).message;
+    }
+    await sleep(200);
+  }
+  throw new Error(`no write acknowledged within ${CLUSTER_READY_TIMEOUT_MS} ms (last: ${last})`);
+}
+
+async function clusterSection(
+  context: Context,
+  runRingkv: boolean,
+  options: ClusterOptions,
+): Promise<NonNullable<SuiteReport["cluster"]>> {
+  const rows: ComparisonRow[] = CLUSTER_SHAPES.map((shape) => ({ workload: "replicated durable PUT", shape }));
+  const ringkvFailure = runRingkv ? await ringkvCluster(context, options, rows) : "not run (add --cluster)";
+  let etcdFailure: string | undefined;
+  let etcdLeader: string | undefined;
+  let cluster: EtcdCluster | undefined;
+  try {
+    cluster = await startEtcd(context);
+    etcdLeader = cluster.leaderName;
+    context.log(`etcd: 3 members up, leader ${cluster.leaderName} on port ${cluster.leaderPort}`);
+    for (const [i, shape] of CLUSTER_SHAPES.entries()) {
+      const inFlight = shape.connections * shape.pipeline;
+      const result = await runEtcdPutBench(cluster.leaderPort, {
+        inFlight,
+        durationS: context.durationS,
+        warmupS: context.warmupS,
+      });
+      context.log(`  etcd PUT ${inFlight} in flight: ${describeMeasurement(result)}`);
+      rows[i].other = result;
+    }
+  } catch (error) {
+    etcdFailure = (error as Error).message;
+    context.log(`etcd: ${etcdFailure}`);
+  } finally {
+    if (cluster !== undefined) await stopEtcd(cluster);
+  }
+  return { rows, ringkvFailure, etcdFailure, etcdLeader };
+}
+
+// ---------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------
+
+function versionOf(command: string, args: string[], pattern: RegExp): string {
+  try {
+    const out = execFileSync(command, args, { encoding: "utf8", timeout: 5_000, stdio: ["ignore", "pipe", "pipe"] });
+    return pattern.exec(out)?.[1] ?? "unknown";
+  } catch {
+    return "not installed";
+  }
+}
+
+/** The filesystem holding `dir` (from /proc/mounts: the longest mount point that contains it). */
+function filesystemOf(dir: string): string {
+  try {
+    const real = fs.realpathSync(dir);
+    let best = { point: "", text: "unknown" };
+    for (const line of fs.readFileSync("/proc/mounts", "utf8").split("\n")) {
+      const [device, point, type] = line.split(" ");
+      if (point === undefined || type === undefined) continue;
+      const inside = real === point || real.startsWith(point.endsWith("/") ? point : `${point}/`);
+      if (inside && point.length >= best.point.length) best = { point, text: `${type} (${device} on ${point})` };
+    }
+    return best.text;
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Collects the machine description printed with the results. */
+export function machineInfo(dataDir: string): MachineInfo {
+  let cpuModel = os.cpus()[0]?.model ?? "unknown";
+  try {
+    cpuModel = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? cpuModel;
+  } catch {
+    // not Linux: os.cpus() is good enough
+  }
+  return {
+    cpus: os.availableParallelism(),
+    cpuModel,
+    node: process.version,
+    redis: versionOf("redis-server", ["--version"], /v=(\S+)/),
+    etcd: versionOf("etcd", ["--version"], /etcd Version: (\S+)/),
+    kernel: `${os.type()} ${os.release()}`,
+    dataFilesystem: filesystemOf(dataDir),
+    loadAverage: os.loadavg().map((load) => load.toFixed(2)).join(" "),
+  };
+}
+
+function fmtMs(value: number): string {
+  return value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value >= 1 ? value.toFixed(2) : value.toFixed(3);
+}
+
+function mib(bytes: number): string {
+  return (bytes / 1024 / 1024).toFixed(1);
+}
+
+function opsCell(m: Measurement | undefined): string {
+  if (m === undefined) return "—";
+  if (m.failure !== undefined) return "failed";
+  const errors = m.errors > 0 ? ` (${m.errors} errors)` : "";
+  return `${Math.round(m.opsPerSec).toLocaleString("en-US")}${errors}`;
+}
+
+function latencyCell(m: Measurement | undefined): string {
+  if (m === undefined || m.failure !== undefined) return "—";
+  const l = m.latencyMs;
+  return `${fmtMs(l.p50)} / ${fmtMs(l.p99)} / ${fmtMs(l.p999)}`;
+}
+
+function ratioOf(row: ComparisonRow): number | undefined {
+  const a = row.ringkv;
+  const b = row.other;
+  if (a === undefined || b === undefined || a.failure !== undefined || b.failure !== undefined) return undefined;
+  if (b.opsPerSec === 0) return undefined;
+  return a.opsPerSec / b.opsPerSec;
+}
+
+function ratioCell(row: ComparisonRow): string {
+  const ratio = ratioOf(row);
+  return ratio === undefined ? "—" : `${ratio.toFixed(2)}×`;
+}
+
+function targetLine(name: string, row: ComparisonRow | undefined, target: number, versus: string): string {
+  const ratio = row === undefined ? undefined : ratioOf(row);
+  if (ratio === undefined) return `- ${name}: target ≥ ${target}× ${versus} — **not measured**`;
+  return `- ${name}: ${ratio.toFixed(2)}× ${versus} (target ≥ ${target}×) — **${ratio >= target ? "met" : "not met"}**`;
+}
+
+function failureLines(failures: Record<string, string | undefined>): string[] {
+  return Object.entries(failures)
+    .filter((entry): entry is [string, string] => entry[1] !== undefined)
+    .map(([who, why]) => `- ${who}: ${why.split("\n")[0]}`);
+}
+
+/** Renders the report as Markdown (what is printed, and what --write-docs puts between the markers). */
+export function renderMarkdown(report: SuiteReport): string {
+  const m = report.machine;
+  const lines: string[] = [
+    `Measured ${report.startedAt} on ${m.cpus} × ${m.cpuModel}, ${m.kernel}; Node ${m.node}, ` +
+    `Redis ${m.redis}, etcd ${m.etcd}; data on ${m.dataFilesystem}; load average at start ${m.loadAverage}. ` +
+    `Each cell: ${report.warmupS} s warmup, then ${report.durationS} s measured; ${VALUE_SIZE} B values, ` +
+    `${KEYSPACE.toLocaleString("en-US")} keys of 16 B chosen uniformly; latency p50 / p99 / p999 in ms.`,
+    "",
+  ];
+  if (report.standalone !== undefined) {
+    const s = report.standalone;
+    lines.push(
+      "### Standalone node vs Redis (same RESP client)",
+      "",
+      "| workload | C×P | ringkv ops/s | ringkv p50 / p99 / p999 | Redis ops/s | Redis p50 / p99 / p999 | ringkv ÷ Redis |",
+      "|---|---|--:|--:|--:|--:|--:|",
+    );
+    for (const row of s.rows) {
+      lines.push(
+        `| ${row.workload} | ${shapeLabel(row.shape)} | ${opsCell(row.ringkv)} | ${latencyCell(row.ringkv)} | ` +
+          `${opsCell(row.other)} | ${latencyCell(row.other)} | ${ratioCell(row)} |`,
+      );
+    }
+    const at = (workload: string) =>
+      s.rows.find((row) => row.workload === workload && row.shape.connections === 8 && row.shape.pipeline === 32);
+    lines.push(
+      "",
+      "Durable PUT: ringkv `--fsync always` vs Redis `appendonly yes, appendfsync always`. " +
+        "GET: the same ringkv node vs Redis without persistence, both preloaded with every key.",
+      "",
+      targetLine("durable PUT at 8×32", at("durable PUT"), 1, "Redis appendfsync always"),
+      targetLine("GET at 8×32", at("GET (preloaded)"), 0.8, "Redis"),
+      ...failureLines({ "ringkv": s.ringkvFailure, "Redis": s.redisFailure }),
+      "",
+    );
+  }
+  if (report.memory !== undefined) {
+    const { ringkv, redis } = report.memory;
+    const cell = (r: MemoryReport, value: (r: MemoryReport) => string | undefined): string =>
+      r.failure !== undefined ? (r.failure.startsWith("skipped") ? "skipped" : "failed") : value(r) ?? "—";
+    lines.push(
+      `### Memory and restart: ${ringkv.keys.toLocaleString("en-US")} keys (16 B keys, ${VALUE_SIZE} B values)`,
+      "",
+      "| | ringkv | Redis |",
+      "|---|--:|--:|",
+      `| load rate (8×64 pipelined PUT) | ${cell(ringkv, (r) => rate(r.loadOpsPerSec))} | ${cell(redis, (r) => rate(r.loadOpsPerSec))} |`,
+      `| RSS after load (VmRSS) | ${cell(ringkv, (r) => mibCell(r.rssBytes))} | ${cell(redis, (r) => mibCell(r.rssBytes))} |`,
+      `| peak RSS (VmHWM) | ${cell(ringkv, (r) => mibCell(r.peakRssBytes))} | ${cell(redis, (r) => mibCell(r.peakRssBytes))} |`,
+      `| stopped by SIGTERM alone | ${cell(ringkv, (r) => yesNo(r.gracefulStop))} | ${cell(redis, (r) => yesNo(r.gracefulStop))} |`,
+      `| restart: spawn → first GET hit | ${cell(ringkv, (r) => seconds(r.restartSeconds))} | ${cell(redis, (r) => seconds(r.restartSeconds))} |`,
+      `| replies before the first hit | ${cell(ringkv, (r) => r.probesBeforeHit?.toString())} | ${cell(redis, (r) => r.probesBeforeHit?.toString())} |`,
+      `| random GETs found after restart | ${cell(ringkv, (r) => verified(r))} | ${cell(redis, (r) => verified(r))} |`,
+      "",
+      `ringkv: ${ringkv.note}. Redis: ${redis.note}.`,
+      "",
+      ringkv.restartSeconds === undefined
+        ? `- restart to first GET ≤ ${RESTART_TARGET_S} s: **not measured**`
+        : `- restart to first GET: ${ringkv.restartSeconds.toFixed(2)} s (target ≤ ${RESTART_TARGET_S} s) — **${
+          ringkv.restartSeconds <= RESTART_TARGET_S ? "met" : "not met"
+        }**`,
+      ...failureLines({ "ringkv": ringkv.failure, "Redis": redis.failure }),
+      "",
+    );
+  }
+  if (report.cluster !== undefined) {
+    const c = report.cluster;
+    lines.push(
+      "### Replicated: ringkv (3 replicas) vs etcd (3 members)",
+      "",
+      "| workload | in flight | ringkv ops/s | ringkv p50 / p99 / p999 | etcd ops/s | etcd p50 / p99 / p999 | ringkv ÷ etcd |",
+      "|---|---|--:|--:|--:|--:|--:|",
+    );
+    for (const row of c.rows) {
+      const inFlight = row.shape.connections * row.shape.pipeline;
+      const label = row.shape.pipeline === 1 ? `${inFlight}` : `${inFlight} (${shapeLabel(row.shape)})`;
+      lines.push(
+        `| ${row.workload} | ${label} | ${opsCell(row.ringkv)} | ${latencyCell(row.ringkv)} | ` +
+          `${opsCell(row.other)} | ${latencyCell(row.other)} | ${ratioCell(row)} |`,
+      );
+    }
+    lines.push(
+      "",
+      "ringkv: RESP SET through one node of a 3-replica partition, C connections × P pipelined. " +
+        `etcd: \`POST /v3/kv/put\` (JSON gateway, base64) to the leader${c.etcdLeader ? ` (${c.etcdLeader})` : ""}, ` +
+        "one keep-alive HTTP/1.1 connection per request in flight (HTTP/1.1 cannot pipeline).",
+      ...failureLines({ "ringkv cluster": c.ringkvFailure, "etcd": c.etcdFailure }),
+      "",
+    );
+  }
+  return lines.join("\n");
+}
+
+function rate(value: number | undefined): string | undefined {
+  return value === undefined ? undefined : `${Math.round(value).toLocaleString("en-US")} keys/s`;
+}
+
+function mibCell(bytes: number | undefined): string | undefined {
+  return bytes === undefined ? undefined : `${mib(bytes)} MiB`;
+}
+
+function yesNo(value: boolean | undefined): string | undefined {
+  return value === undefined ? undefined : value ? "yes" : "no (SIGKILL)";
+}
+
+function seconds(value: number | undefined): string | undefined {
+  return value === undefined ? undefined : `${value.toFixed(3)} s`;
+}
+
+function verified(report: MemoryReport): string | undefined {
+  return report.verifiedHits === undefined ? undefined : `${report.verifiedHits} / ${RESTART_VERIFY_GETS}`;
+}
+
+/** The markers --write-docs replaces between. */
+export const DOCS_BEGIN = "<!-- bench:begin -->";
+/** See {@linkcode DOCS_BEGIN}. */
+export const DOCS_END = "<!-- bench:end -->";
+
+/** Returns `doc` with the text between the bench markers replaced by `section`; throws if the markers are missing. */
+export function replaceMarkedSection(doc: string, section: string): string {
+  const begin = doc.indexOf(DOCS_BEGIN);
+  const end = doc.indexOf(DOCS_END);
+  if (begin === -1 || end === -1 || end < begin) {
+    throw new Error(`the document has no ${DOCS_BEGIN} … ${DOCS_END} section`);
+  }
+  return `${doc.slice(0, begin + DOCS_BEGIN.length)}\n${section.trim()}\n${doc.slice(end)}`;
+}
+
+// ---------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------
+
+/** Options for {@linkcode runSuite}. */
+export interface SuiteOptions {
+  /** Measured seconds per cell. Defaults to 5. */
+  durationS?: number;
+  /** Warmup seconds per cell. Defaults to 1. */
+  warmupS?: number;
+  /** Keys for the memory and restart section. Defaults to 1,000,000. */
+  keys?: number;
+  /** Sections to run. Defaults to standalone, memory, etcd (cluster too when `cluster` is set). */
+  sections?: readonly Section[];
+  /** Drive ringkv's replicated cluster too (`ringkv cluster`). Defaults to false. */
+  cluster?: boolean;
+  /** Passed to `ringkv cluster` as --zk. */
+  zk?: string;
+  /** Extra flags for `ringkv cluster`. */
+  clusterArgs?: string[];
+  /** Run only the other servers' side (ringkv not built or not wanted). Defaults to false. */
+  skipRingkv?: boolean;
+  /** ringkv's entry point. Defaults to main.js next to this file. */
+  mainJs?: string;
+  /** Parent of the data dirs. Defaults to the OS temp dir. */
+  tmpDir?: string;
+  /** Keep the data dirs afterwards. Defaults to false. */
+  keepData?: boolean;
+  /** Progress lines. Defaults to stderr. */
+  log?: (line: string) => void;
+}
+
+/** Runs the selected sections and returns what they measured; stops every server it started. */
+export async function runSuite(options: SuiteOptions = {}): Promise<SuiteReport> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const tmpRoot = fs.mkdtempSync(path.join(options.tmpDir ?? os.tmpdir(), "ringkv-bench-"));
+  const context: Context = {
+    tmpRoot,
+    mainJs: options.mainJs ?? fileURLToPath(new URL("./main.js", import.meta.url)),
+    log,
+    durationS: options.durationS ?? 5,
+    warmupS: options.warmupS ?? 1,
+  };
+  const sections = new Set(options.sections ?? ["standalone", "memory", "etcd", ...(options.cluster ? ["cluster" as const] : [])]);
+  const skipRingkv = options.skipRingkv ?? false;
+  const report: SuiteReport = {
+    startedAt: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+    machine: machineInfo(tmpRoot),
+    durationS: context.durationS,
+    warmupS: context.warmupS,
+  };
+  log(`bench-suite: data under ${tmpRoot} (${report.machine.dataFilesystem})`);
+  try {
+    if (!skipRingkv && !fs.existsSync(context.mainJs)) {
+      throw new Error(`${context.mainJs} not found: build first (npm run build) or pass --skip-ringkv`);
+    }
+    if (sections.has("standalone")) report.standalone = await standaloneSection(context, skipRingkv);
+    if (sections.has("memory")) report.memory = await memorySection(context, options.keys ?? 1_000_000, skipRingkv);
+    if (sections.has("etcd") || sections.has("cluster")) {
+      report.cluster = await clusterSection(context, sections.has("cluster") && !skipRingkv, {
+        zk: options.zk,
+        extraArgs: options.clusterArgs ?? [],
+      });
+    }
+  } finally {
+    await stopAll();
+    if (!options.keepData) fs.rmSync(tmpRoot, { recursive: true, force: true });
+  }
+  return report;
+}
+
+/** Stops every child still running (by PID). */
+async function stopAll(): Promise<void> {
+  await Promise.all([...running].map((child) => child.stop()));
+}
+
+/** True when a section measured something wrong: a server that would not start, a failed run, error replies. */
+export function hasFailures(report: SuiteReport, skipRingkv: boolean): boolean {
+  const bad = (m: Measurement | undefined) => m !== undefined && (m.failure !== undefined || m.errors > 0);
+  const rows = [...(report.standalone?.rows ?? []), ...(report.cluster?.rows ?? [])];
+  if (rows.some((row) => bad(row.ringkv) || bad(row.other))) return true;
+  if (report.standalone?.redisFailure !== undefined || report.cluster?.etcdFailure !== undefined) return true;
+  if (!skipRingkv && report.standalone?.ringkvFailure !== undefined) return true;
+  if (report.memory?.redis.failure !== undefined) return true;
+  if (!skipRingkv && report.memory?.ringkv.failure !== undefined) return true;
+  return false;
+}
+
+/** `ringkv bench-suite` usage text. */
+export const SUITE_USAGE = `usage: ringkv bench-suite [flags]        (npm run bench)
+
+Starts a standalone ringkv node, Redis (appendfsync always, and without
+persistence) and a 3-member etcd on loopback, drives them with the same
+shapes, and prints a Markdown table.
+
+  --duration S        measured seconds per cell (5)
+  --warmup S          warmup seconds per cell (1)
+  --keys N            keys for the memory/restart section (1000000)
+  --only LIST         comma list of sections: standalone,memory,etcd,cluster
+                      (default: standalone,memory,etcd; cluster with --cluster)
+  --cluster           also drive \`ringkv cluster\` (3 replicas) against etcd
+  --zk CONNECT        ZooKeeper connect string for \`ringkv cluster\`
+  --cluster-arg=FLAG  extra flag for \`ringkv cluster\` (repeatable; use the
+                      = form when FLAG starts with a dash)
+  --skip-ringkv       measure only Redis and etcd
+  --write-docs        replace the bench section of docs/performance.md
+  --docs PATH         the document to write (docs/performance.md)
+  --json-out PATH     also write the raw measurements as JSON
+  --main PATH         ringkv entry point (main.js next to this file)
+  --tmp-dir DIR       parent of the data dirs (OS temp dir); must be a real
+                      disk for fsync numbers to mean anything
+  --keep-data         keep the data dirs
+  -h, --help          this text
+
+Exit code: 0 measured (targets met or not: these are benchmarks); 1 a server
+did not start or a run failed or saw errors; 2 bad flags.`;
+
+interface SuiteArgs {
+  options: SuiteOptions;
+  writeDocs: boolean;
+  docsPath: string;
+  jsonOut: string | undefined;
+  help: boolean;
+}
+
+/** Parses `ringkv bench-suite` flags; throws on bad ones. */
+export function parseSuiteArgs(argv: readonly string[]): SuiteArgs {
+  const { values } = parseArgs({
+    args: [...argv],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      "duration": { type: "string" },
+      "warmup": { type: "string" },
+      "keys": { type: "string" },
+      "only": { type: "string" },
+      "cluster": { type: "boolean" },
+      "zk": { type: "string" },
+      "cluster-arg": { type: "string", multiple: true },
+      "skip-ringkv": { type: "boolean" },
+      "write-docs": { type: "boolean" },
+      "docs": { type: "string" },
+      "json-out": { type: "string" },
+      "main": { type: "string" },
+      "tmp-dir": { type: "string" },
+      "keep-data": { type: "boolean" },
+      "help": { type: "boolean", short: "h" },
+    },
+  });
+  const durationS = positive("duration", values.duration, 600);
+  const warmupS = values.warmup === undefined ? undefined : nonNegative("warmup", values.warmup, 60);
+  const keys = positive("keys", values.keys, 100_000_000);
+  if (keys !== undefined && !Number.isInteger(keys)) throw new RangeError(`--keys must be an integer`);
+  let sections: Section[] | undefined;
+  if (values.only !== undefined) {
+    sections = values.only.split(",").map((name) => name.trim()) as Section[];
+    for (const name of sections) {
+      if (!ALL_SECTIONS.includes(name)) throw new RangeError(`--only: unknown section "${name}" (${ALL_SECTIONS.join(", ")})`);
+    }
+  }
+  return {
+    options: {
+      durationS,
+      warmupS,
+      keys,
+      sections,
+      cluster: values.cluster ?? false,
+      zk: values.zk,
+      clusterArgs: values["cluster-arg"] ?? [],
+      skipRingkv: values["skip-ringkv"] ?? false,
+      mainJs: values.main === undefined ? undefined : path.resolve(values.main),
+      tmpDir: values["tmp-dir"],
+      keepData: values["keep-data"] ?? false,
+    },
+    writeDocs: values["write-docs"] ?? false,
+    docsPath: path.resolve(values.docs ?? "docs/performance.md"),
+    jsonOut: values["json-out"],
+    help: values.help ?? false,
+  };
+}
+
+function positive(name: string, value: string | undefined, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  if (value.trim() === "" || !Number.isFinite(parsed) || parsed <= 0 || parsed > max) {
+    throw new RangeError(`--${name} must be a number in (0, ${max}], got ${JSON.stringify(value)}`);
+  }
+  return parsed;
+}
+
+function nonNegative(name: string, value: string, max: number): number {
+  const parsed = Number(value);
+  if (value.trim() === "" || !Number.isFinite(parsed) || parsed < 0 || parsed > max) {
+    throw new RangeError(`--${name} must be a number in [0, ${max}], got ${JSON.stringify(value)}`);
+  }
+  return parsed;
+}
+
+/**
+ * `ringkv bench-suite` entry point (`npm run bench`); `argv` is the flags
+ * after `bench-suite`. Returns the exit code (see {@linkcode SUITE_USAGE}).
+ */
+export async function main(argv: string[]): Promise<number> {
+  let args: SuiteArgs;
+  try {
+    args = parseSuiteArgs(argv);
+  } catch (error) {
+    process.stderr.write(`ringkv bench-suite: ${(error as Error).message}\n\n${SUITE_USAGE}\n`);
+    return 2;
+  }
+  if (args.help) {
+    process.stdout.write(`${SUITE_USAGE}\n`);
+    return 0;
+  }
+  if (args.writeDocs) {
+    // Fail before minutes of measuring, not after.
+    replaceMarkedSection(fs.readFileSync(args.docsPath, "utf8"), "");
+  }
+  const interrupt = () => {
+    process.stderr.write("bench-suite: interrupted, stopping servers\n");
+    void stopAll().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", interrupt);
+  process.once("SIGTERM", interrupt);
+  try {
+    const report = await runSuite(args.options);
+    const markdown = renderMarkdown(report);
+    process.stdout.write(`${markdown}\n`);
+    if (args.jsonOut !== undefined) fs.writeFileSync(args.jsonOut, `${JSON.stringify(report, null, 2)}\n`);
+    if (args.writeDocs) {
+      const doc = fs.readFileSync(args.docsPath, "utf8");
+      fs.writeFileSync(args.docsPath, replaceMarkedSection(doc, markdown));
+      process.stderr.write(`bench-suite: wrote ${args.docsPath}\n`);
+    }
+    return hasFailures(report, args.options.skipRingkv ?? false) ? 1 : 0;
+  } finally {
+    process.removeListener("SIGINT", interrupt);
+    process.removeListener("SIGTERM", interrupt);
+  }
+}
+
+/** Throws when an invariant does not hold: a bug in the suite. */
+function assert(condition: boolean, message: string): asserts condition {
+  if (!condition) throw new Error(`assertion failed: ${message}`);
+}
+
+// Runnable on its own too (`node dist/src/cli/bench_suite.js ...`).
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -1,0 +1,6 @@
+/**
+ * Structured JSON-line logging.
+ *
+ * @module
+ */
+export * from "./log.ts";

@@ -1,0 +1,485 @@
+/**
+ * A clustered node: ZooKeeper membership and elections (src/cluster/), one
+ * replicated partition host per partition this node replicates, peer
+ * transport, forwarding to leaders, and the client server.
+ *
+ * @module
+ */
+import path from "node:path";
+import type { NodeConfig } from "../cli/config.ts";
+import type { Logger } from "../log/log.ts";
+import { startServer, type ConnectionContext, type Server } from "../server/server.ts";
+import { createRouter, type KeyRequest, type PeerHandler, type Topology } from "../router/router.ts";
+import { createRing, type Ring } from "../ring/ring.ts";
+import { lockDataDir } from "../storage/lock.ts";
+import { openReplica, type ReplicatedPartition } from "../replication/replica.ts";
+import { SnapshotReceiver, Transport } from "../replication/transport.ts";
+import { decodeMessage } from "../replication/codec.ts";
+import type { Outcome, PartitionHandle } from "../replication/partition.ts";
+import { joinCluster, type Cluster, type LeaderInfo, type NodeInfo } from "../cluster/mod.ts";
+import { PeerError } from "../net/peer_client.ts";
+import type { Reply } from "../protocol/types.ts";
+import { VERSION } from "../cli/version.ts";
+import type { RunningNode } from "./node.ts";
+
+/** Heartbeat interval of every replicated partition. */
+export const HEARTBEAT_MS = 50;
+/** How often a request waiting for a leader re-checks. */
+const LEADER_POLL_MS = 25;
+
+/** Starts a node that joins the cluster at `config.zk`. */
+export async function startClusterNode(config: NodeConfig, logger: Logger): Promise<RunningNode> {
+  const dataDir = path.resolve(config.dataDir);
+  const lock = lockDataDir(dataDir);
+  const node = new ClusterNode(config, logger, dataDir);
+  try {
+    await node.start();
+  } catch (error) {
+    await node.close().catch(() => {});
+    lock.release();
+    throw error;
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    port: node.port,
+    logger,
+    close() {
+      closing ??= node.close().finally(() => lock.release());
+      return closing;
+    },
+  };
+}
+
+class ClusterNode implements PeerHandler {
+  private ring: Ring = createRing([]);
+  private members: Record<string, string[]> = {};
+  private pending: string[] = [];
+  private readonly replicas = new Map<string, ReplicatedPartition>();
+  private readonly opening = new Set<string>();
+  /** Desired candidacy per partition, applied when its replica opens. */
+  private readonly candidacy = new Map<string, number | undefined>();
+  private readonly leaders = new Map<string, LeaderInfo>();
+  private readonly leaderWaiters = new Set<() => void>();
+  private nodes = new Map<string, NodeInfo>();
+  private readonly transport: Transport;
+  private readonly snapshotReceivers = new Map<number, SnapshotReceiver>();
+  private cluster: Cluster | undefined;
+  private server: Server | undefined;
+  private session = "connecting";
+  private closed = false;
+
+  constructor(private readonly config: NodeConfig, private readonly logger: Logger, private readonly dataDir: string) {
+    this.transport = new Transport({
+      nodeId: config.id,
+      secret: config.secret,
+      localAddress: config.host === "0.0.0.0" ? undefined : config.host,
+      logger,
+    });
+  }
+
+  get port(): number {
+    return this.server?.port ?? this.config.port;
+  }
+
+  async start(): Promise<void> {
+    if (this.config.defaultSecret) {
+      this.logger.warn("default_secret", { message: "--secret is the development default: anyone who knows it can act as a peer; set RINGKV_SECRET" });
+    }
+    const topology: Topology = {
+      ring: () => this.ring,
+      local: (p) => this.replicas.get(p),
+      locals: () => [...this.replicas.values()],
+      forward: (p, request) => this.forward(p, request),
+      leaderOf: (p) => {
+        const leader = this.leaders.get(p);
+        return leader === undefined ? undefined : { id: leader.id, address: leader.address };
+      },
+      members: () => this.members,
+      info: () => ({
+        mode: "cluster",
+        session: this.session,
+        zk: this.cluster?.state(),
+        pendingPartitions: this.pending,
+        nodes: [...this.nodes.keys()].sort(),
+      }),
+    };
+    const router = createRouter(topology, {
+      nodeId: this.config.id,
+      version: VERSION,
+      secret: this.config.secret,
+      forward: this.config.forward,
+      logger: this.logger,
+      peers: this,
+      stats: () => ({ connections: this.server?.connections() ?? 0 }),
+    });
+    this.router = router;
+    this.server = await startServer(
+      {
+        handle: (request, context) => router.handle(request, context),
+        closed: (context) => this.snapshotReceivers.delete(context.id),
+      },
+      {
+        host: this.config.host,
+        port: this.config.port,
+        maxLine: Math.max(this.config.maxLine, 64 * 1_048_576), // peers send large REPLICATE batches and snapshot chunks
+        idleTimeoutMs: this.config.idleTimeoutMs,
+        maxConnections: this.config.maxConnections,
+        logger: this.logger,
+      },
+    );
+    const [host, port] = [this.config.advertise.slice(0, this.config.advertise.lastIndexOf(":")), Number(this.config.advertise.slice(this.config.advertise.lastIndexOf(":") + 1))];
+    this.cluster = await joinCluster(
+      {
+        connect: this.config.zk!,
+        node: { id: this.config.id, host, port, partitions: this.config.partitions },
+        sessionTimeoutMs: this.config.sessionTimeoutMs,
+        expectNodes: this.config.expectNodes,
+      },
+      {
+        onNodes: (nodes) => this.onNodes(nodes),
+        onRing: (ring) => this.onRing(ring),
+        onCandidate: (p, state) => this.onCandidate(p, state?.epoch),
+        onLeader: (p, leader) => this.onLeader(p, leader),
+        onSession: (state) => this.onSession(state),
+        log: (event, detail) => this.logger.info(event, detail),
+      },
+    );
+    this.logger.info("listening", {
+      host: this.config.host,
+      port: this.server.port,
+      mode: "cluster",
+      advertise: this.config.advertise,
+      partitions: this.config.partitions,
+      zk: this.config.zk,
+      expectNodes: this.config.expectNodes,
+      version: VERSION,
+    });
+    this.cluster.ready.then(
+      () => this.logger.always("cluster_ready", { nodes: this.nodes.size, partitions: this.ring.partitions }),
+      (error) => this.logger.error("cluster_barrier_failed", { error }),
+    );
+  }
+
+  private router: ReturnType<typeof createRouter> | undefined;
+
+  // ---- ZooKeeper events ----
+
+  private onNodes(nodes: Map<string, NodeInfo>): void {
+    this.nodes = nodes;
+    const addresses = new Map<string, string>();
+    for (const [id, info] of nodes) addresses.set(id, `${info.host}:${info.port}`);
+    this.transport.setPeers(addresses);
+  }
+
+  private onRing(ring: { partitions: Map<string, string[]>; pending: string[]; version: number }): void {
+    this.ring = createRing([...ring.partitions.keys()]);
+    this.members = Object.fromEntries([...ring.partitions].map(([p, m]) => [p, [...m].sort()]));
+    this.pending = ring.pending;
+    this.logger.always("ring_changed", { version: ring.version, partitions: this.ring.partitions, pending: ring.pending });
+    for (const [partition, members] of ring.partitions) {
+      if (!members.includes(this.config.id) || !this.config.partitions.includes(partition)) continue;
+      const existing = this.replicas.get(partition);
+      if (existing !== undefined || this.opening.has(partition)) continue;
+      this.openPartition(partition, members);
+    }
+  }
+
+  private openPartition(partition: string, members: string[]): void {
+    this.opening.add(partition);
+    openReplica(this.dataDir, {
+      partition,
+      self: this.config.id,
+      members,
+      fsync: this.config.fsync,
+      snapshotEvery: this.config.snapshotEvery,
+      heartbeatMs: HEARTBEAT_MS,
+      requestTimeoutMs: this.config.requestTimeoutMs,
+      transport: this.transport,
+      logger: this.logger,
+      onLeaderReady: (p, epoch) => this.publish(p, epoch),
+      onLeaderLost: (p) => {
+        this.cluster?.retractLeader(p).catch(() => {});
+      },
+    }).then(
+      (replica) => {
+        this.opening.delete(partition);
+        if (this.closed) {
+          replica.close().catch(() => {});
+          return;
+        }
+        this.replicas.set(partition, replica);
+        const leader = this.leaders.get(partition);
+        replica.setLeaderHint(leader === undefined ? undefined : { id: leader.id, address: leader.address });
+        const epoch = this.candidacy.get(partition);
+        if (epoch !== undefined) replica.campaign(epoch);
+      },
+      (error) => {
+        this.opening.delete(partition);
+        // A corrupt log must stop the node loudly: serving without this partition's data would lose writes.
+        this.logger.error("partition_open_failed", { partition, error });
+        process.exitCode = 1;
+        this.close().finally(() => process.exit(1));
+      },
+    );
+  }
+
+  private onCandidate(partition: string, epoch: number | undefined): void {
+    this.candidacy.set(partition, epoch);
+    const replica = this.replicas.get(partition);
+    if (replica === undefined) return;
+    if (epoch === undefined) replica.stepDown("election");
+    else replica.campaign(epoch);
+  }
+
+  private publish(partition: string, epoch: number): void {
+    const cluster = this.cluster;
+    const replica = this.replicas.get(partition);
+    if (cluster === undefined || replica === undefined) return;
+    cluster.publishLeader(partition, epoch).then(
+      (ok) => {
+        if (ok) replica.setServing(epoch);
+        else replica.stepDown("publish refused: no longer the lowest candidate");
+      },
+      (error) => {
+        this.logger.warn("publish_leader_failed", { partition, epoch, error });
+        replica.stepDown("publish failed");
+      },
+    );
+  }
+
+  private onLeader(partition: string, leader: LeaderInfo | undefined): void {
+    if (leader === undefined) this.leaders.delete(partition);
+    else this.leaders.set(partition, leader);
+    this.replicas.get(partition)?.setLeaderHint(leader === undefined ? undefined : { id: leader.id, address: leader.address });
+    for (const wake of [...this.leaderWaiters]) wake();
+  }
+
+  private onSession(state: string): void {
+    this.session = state;
+    this.logger.always("zk_session", { state });
+    if (state === "deadline" || state === "expired") {
+      for (const replica of this.replicas.values()) replica.stepDown(`zookeeper ${state}`);
+    }
+  }
+
+  // ---- forwarding ----
+
+  private waitForLeaderChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.leaderWaiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.leaderWaiters.add(wake);
+    });
+  }
+
+  /** Serves a key request whose partition this node does not lead: find the leader, forward, retry while safe. */
+  private async forward(partition: string, request: KeyRequest): Promise<Outcome> {
+    const deadline = Date.now() + this.config.requestTimeoutMs;
+    const isRead = request.op === "get";
+    for (;;) {
+      const leader = this.leaders.get(partition);
+      if (leader !== undefined && leader.id === this.config.id) {
+        const local = this.replicas.get(partition);
+        if (local !== undefined && local.isServing()) {
+          const outcome = await (isRead ? local.read(request.key, { local: false }) : local.write(toProposal(request)));
+          if (outcome.type !== "not_leader") return outcome;
+        }
+      } else if (leader !== undefined) {
+        const client = this.transport.client(leader.id);
+        if (client !== undefined) {
+          const remaining = deadline - Date.now();
+          const result = await this.forwardOnce(client.request(encodeForward(request)), { partition, remainingMs: remaining, isRead, leader });
+          if (result !== "retry") return result;
+        }
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        return { type: "unavailable", message: `no leader for partition ${partition} answered in time; nothing was written` };
+      }
+      await this.waitForLeaderChange(Math.min(remaining, LEADER_POLL_MS * 4));
+    }
+  }
+
+  private forwardOnce(
+    reply: Promise<string>,
+    { partition, remainingMs, isRead, leader }: { partition: string; remainingMs: number; isRead: boolean; leader: LeaderInfo },
+  ): Promise<Outcome | "retry"> {
+    return new Promise((resolve) => {
+      let settled = false;
+      const finish = (outcome: Outcome | "retry") => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.leaderWaiters.delete(onLeaderChange);
+        resolve(outcome);
+      };
+      const timer = setTimeout(() => {
+        finish(isRead
+          ? { type: "unavailable", message: "the leader did not answer in time" }
+          : { type: "timeout", message: `the leader ${leader.address} did not answer in time; the write's outcome is unknown` });
+      }, Math.max(1, remainingMs));
+      // A read may move on to a new leader at once; a write already sent must not be sent twice.
+      const onLeaderChange = () => {
+        if (isRead && this.leaders.get(partition)?.id !== leader.id) finish("retry");
+      };
+      if (isRead) this.leaderWaiters.add(onLeaderChange);
+      reply.then(
+        (line) => {
+          const outcome = decodeForwardReply(line);
+          if (outcome.type === "not_leader") finish("retry");
+          else finish(outcome);
+        },
+        (error) => {
+          if (error instanceof PeerError && error.sent && !isRead) {
+            finish({ type: "timeout", message: `lost the connection to the leader ${leader.address}; the write's outcome is unknown` });
+          } else {
+            finish("retry");
+          }
+        },
+      );
+    });
+  }
+
+  // ---- peer commands (authenticated connections only; the router checked) ----
+
+  handle(name: string, rest: Buffer, context: ConnectionContext): Reply | Promise<Reply> {
+    switch (name) {
+      case "REPLICATE":
+        return this.onReplicate(rest.toString("latin1"), context);
+      case "SNAPSHOT":
+        return this.onSnapshot(rest.toString("latin1"), context);
+      case "FWD":
+        return this.onForwarded(rest.toString("latin1"));
+      default:
+        return { type: "error", code: "UNKNOWN_COMMAND", message: `unknown peer command ${name}` };
+    }
+  }
+
+  private onReplicate(text: string, context: ConnectionContext): Reply {
+    let message;
+    try {
+      message = decodeMessage(text);
+    } catch (error) {
+      this.logger.warn("peer_message_rejected", { from: context.peer, error });
+      return { type: "error", code: "BAD_REQUEST", message: `bad REPLICATE: ${(error as Error).message}` };
+    }
+    if (message.from !== context.peer || message.to !== this.config.id) {
+      this.logger.warn("peer_message_misaddressed", { peer: context.peer, from: message.from, to: message.to });
+      return { type: "error", code: "FORBIDDEN", message: "message not from this peer or not for this node" };
+    }
+    const replica = this.replicas.get(message.partition);
+    if (replica === undefined) return { type: "error", code: "UNAVAILABLE", message: `partition ${message.partition} is not open here` };
+    replica.receive(message);
+    return { type: "ok" };
+  }
+
+  private onSnapshot(text: string, context: ConnectionContext): Reply {
+    let receiver = this.snapshotReceivers.get(context.id);
+    if (receiver === undefined) {
+      receiver = new SnapshotReceiver();
+      this.snapshotReceivers.set(context.id, receiver);
+    }
+    const step = receiver.feed(text);
+    if (step.type === "error") {
+      this.logger.warn("snapshot_rejected", { from: context.peer, message: step.message });
+      return { type: "error", code: "BAD_REQUEST", message: step.message };
+    }
+    if (step.type === "request") {
+      const replica = this.replicas.get(step.partition);
+      if (replica === undefined || step.epoch < replica.promisedEpoch) {
+        return { type: "error", code: "FORBIDDEN", message: "no such partition here, or a stale epoch" };
+      }
+      this.transport.sendSnapshot(context.peer!, step.partition, replica.snapshotImage());
+      return { type: "ok" };
+    }
+    if (step.type === "complete") {
+      const replica = this.replicas.get(step.snapshot.partition);
+      if (replica !== undefined) {
+        replica.installSnapshot(step.snapshot).catch((error) => this.logger.error("snapshot_install_failed", { error }));
+      }
+    }
+    return { type: "ok" };
+  }
+
+  private async onForwarded(text: string): Promise<Reply> {
+    const request = decodeForward(text);
+    if (request === undefined) return { type: "error", code: "BAD_REQUEST", message: "bad FWD request" };
+    const outcome = await this.router!.serveKey(request, { forwarded: true, readonly: false });
+    return { type: "raw", line: encodeForwardReply(outcome) };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.server?.close();
+    for (const replica of this.replicas.values()) replica.stepDown("shutdown");
+    await this.cluster?.close().catch((error) => this.logger.warn("zk_close_failed", { error }));
+    for (const replica of this.replicas.values()) await replica.close();
+    this.transport.close();
+    this.logger.info("stopped", {});
+  }
+}
+
+function toProposal(request: KeyRequest): { op: "put" | "delete"; key: string; value: Buffer } {
+  return request.op === "put"
+    ? { op: "put", key: request.key, value: request.value }
+    : { op: "delete", key: request.key, value: Buffer.alloc(0) };
+}
+
+/** `FWD PUT <key> <base64 value>` | `FWD DELETE <key>` | `FWD GET <key>`. */
+export function encodeForward(request: KeyRequest): string {
+  if (request.op === "put") return `FWD PUT ${request.key} ${request.value.toString("base64")}`;
+  return `FWD ${request.op === "get" ? "GET" : "DELETE"} ${request.key}`;
+}
+
+/** Parses the text after "FWD "; undefined when malformed. */
+export function decodeForward(text: string): KeyRequest | undefined {
+  const words = text.split(" ");
+  const key = words[1];
+  if (key === undefined || key.length === 0 || Buffer.byteLength(key) > 1024) return undefined;
+  if (words[0] === "PUT" && words.length === 3) return { op: "put", key, value: Buffer.from(words[2], "base64") };
+  if (words[0] === "GET" && words.length === 2) return { op: "get", key, local: false };
+  if (words[0] === "DELETE" && words.length === 2) return { op: "delete", key };
+  return undefined;
+}
+
+/** The leader's reply line to a forwarded request. */
+export function encodeForwardReply(outcome: Outcome): string {
+  switch (outcome.type) {
+    case "ok":
+      return "OK";
+    case "deleted":
+      return "DELETED";
+    case "not_found":
+      return "NOT_FOUND";
+    case "value":
+      return `VALUE ${outcome.value.toString("base64")}`;
+    case "unavailable":
+      return `ERR UNAVAILABLE ${oneLine(outcome.message)}`;
+    case "timeout":
+      return `ERR TIMEOUT ${oneLine(outcome.message)}`;
+    case "not_leader":
+      return `ERR NOT_LEADER ${outcome.leader ?? "unknown"}`;
+  }
+}
+
+/** Parses a forwarded reply line back into an outcome. */
+export function decodeForwardReply(line: string): Outcome {
+  if (line === "OK") return { type: "ok" };
+  if (line === "DELETED") return { type: "deleted" };
+  if (line === "NOT_FOUND") return { type: "not_found" };
+  if (line.startsWith("VALUE ")) return { type: "value", value: Buffer.from(line.slice(6), "base64") };
+  if (line.startsWith("ERR NOT_LEADER")) return { type: "not_leader", leader: undefined };
+  if (line.startsWith("ERR UNAVAILABLE ")) return { type: "unavailable", message: line.slice(16) };
+  if (line.startsWith("ERR TIMEOUT ")) return { type: "timeout", message: line.slice(12) };
+  // Anything else from a leader (a bug or a version skew): the outcome is not known.
+  return { type: "timeout", message: `unexpected reply from the leader: ${line.slice(0, 200)}` };
+}
+
+function oneLine(text: string): string {
+  return text.replace(/[\r\n]+/g, " ");
+}

@@ -1,0 +1,236 @@
+/**
+ * A cluster of real node processes on this machine: what `ringkv cluster`
+ * (npm start), the failover drill and the cluster tests run. Each node gets
+ * its own address (127.0.0.11, .12, ... by default with `distinctHosts`) or
+ * its own port on one address, its own data dir and log file.
+ *
+ * @module
+ */
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { execa, type ResultPromise } from "execa";
+
+/** One node's place in the local cluster. */
+export interface LocalNodeSpec {
+  id: string;
+  host: string;
+  port: number;
+  partitions: string[];
+  dataDir: string;
+  logFile: string;
+}
+
+/** Options for {@linkcode startLocalCluster}. */
+export interface LocalClusterOptions {
+  /** ZooKeeper connect string (started by the caller). */
+  zk: string;
+  /** Number of nodes. Defaults to 5. */
+  nodes?: number;
+  /** Replicas per partition. Defaults to 3. */
+  replicas?: number;
+  /** Partitions: defaults to one per node, p1..pN. */
+  partitions?: number;
+  /** First port (nodes take consecutive ports). Defaults to 9001. */
+  basePort?: number;
+  /** Listen address of every node when `distinctHosts` is false. Defaults to 127.0.0.1. */
+  host?: string;
+  /** Give node i the address 127.0.0.(10+i) (separate hosts for partition tests). */
+  distinctHosts?: boolean;
+  /** Root of the nodes' data dirs and log files. */
+  dataDir: string;
+  sessionTimeoutMs?: number;
+  secret?: string;
+  /** Extra flags for every node. */
+  args?: string[];
+  /** Where `dist/src/cli/main.js` is. Defaults to this build's. */
+  mainScript?: string;
+}
+
+/** A running local cluster. */
+export interface LocalCluster {
+  readonly specs: readonly LocalNodeSpec[];
+  /** The partition layout: partition → member ids. */
+  readonly layout: Record<string, string[]>;
+  /** PID of a running node, or undefined when stopped. */
+  pid(id: string): number | undefined;
+  /** Starts a stopped node (same data dir). */
+  start(id: string): Promise<void>;
+  /** Sends a signal; SIGKILL/SIGTERM wait for the exit. */
+  kill(id: string, signal?: NodeJS.Signals): Promise<void>;
+  /** SIGSTOP / SIGCONT. */
+  pause(id: string): void;
+  resume(id: string): void;
+  /** Waits until every partition has a serving leader that answers; resolves the leaders by partition. */
+  waitForLeaders(options?: { timeoutMs?: number }): Promise<Record<string, string>>;
+  /** Stops every node (SIGTERM, then SIGKILL after a grace period). */
+  stop(): Promise<void>;
+}
+
+/** The default layout: partition i on nodes i, i+1, ..., i+replicas-1 (mod n): any single node may die. */
+export function ringLayout(nodeIds: readonly string[], partitions: number, replicas: number): Record<string, string[]> {
+  if (replicas > nodeIds.length) throw new RangeError(`${replicas} replicas need at least ${replicas} nodes`);
+  const layout: Record<string, string[]> = {};
+  for (let p = 0; p < partitions; p++) {
+    const members: string[] = [];
+    for (let r = 0; r < replicas; r++) members.push(nodeIds[(p + r) % nodeIds.length]);
+    layout[`p${p + 1}`] = members;
+  }
+  return layout;
+}
+
+/** Starts the nodes and waits until every partition has a leader. */
+export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
+  const count = options.nodes ?? 5;
+  const basePort = options.basePort ?? 9001;
+  const ids = Array.from({ length: count }, (_, i) => `n${i + 1}`);
+  const layout = ringLayout(ids, options.partitions ?? count, options.replicas ?? 3);
+  const mainScript = options.mainScript ?? new URL("../cli/main.js", import.meta.url).pathname;
+  fs.mkdirSync(options.dataDir, { recursive: true });
+  const specs: LocalNodeSpec[] = ids.map((id, i) => ({
+    id,
+    host: options.distinctHosts ? `127.0.0.${11 + i}` : options.host ?? "127.0.0.1",
+    port: options.distinctHosts ? basePort : basePort + i,
+    partitions: Object.entries(layout).filter(([, members]) => members.includes(id)).map(([p]) => p),
+    dataDir: path.join(options.dataDir, id),
+    logFile: path.join(options.dataDir, `${id}.log`),
+  }));
+  const processes = new Map<string, ResultPromise>();
+
+  function launch(spec: LocalNodeSpec): void {
+    const args = [
+      mainScript, "node",
+      "--id", spec.id,
+      "--host", spec.host,
+      "--port", String(spec.port),
+      "--partitions", spec.partitions.join(","),
+      "--zk", options.zk,
+      "--data-dir", spec.dataDir,
+      "--expect-nodes", String(count),
+      "--session-timeout", String(options.sessionTimeoutMs ?? 2000),
+      ...(options.secret ? ["--secret", options.secret] : []),
+      ...(options.args ?? []),
+    ];
+    const log = { file: spec.logFile, append: true } as const;
+    const child = execa(process.execPath, args, { stdin: "ignore", stdout: log, stderr: log, reject: false, cleanup: true });
+    processes.set(spec.id, child);
+    child.finally(() => {
+      if (processes.get(spec.id) === child) processes.delete(spec.id);
+    });
+  }
+
+  const specOf = (id: string): LocalNodeSpec => {
+    const spec = specs.find((s) => s.id === id);
+    if (spec === undefined) throw new Error(`no node ${id}`);
+    return spec;
+  };
+
+  const cluster: LocalCluster = {
+    specs,
+    layout,
+    pid: (id) => processes.get(id)?.pid,
+    async start(id) {
+      if (processes.has(id)) return;
+      const spec = specOf(id);
+      launch(spec);
+      await waitForPort(spec.host, spec.port, 15_000);
+    },
+    async kill(id, signal = "SIGKILL") {
+      const child = processes.get(id);
+      if (child === undefined) return;
+      if (signal === "SIGCONT" || signal === "SIGSTOP") {
+        child.kill(signal);
+        return;
+      }
+      child.kill("SIGCONT"); // a paused process cannot handle SIGTERM
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await child;
+      clearTimeout(timer);
+    },
+    pause: (id) => processes.get(id)?.kill("SIGSTOP"),
+    resume: (id) => processes.get(id)?.kill("SIGCONT"),
+    async waitForLeaders(waitOptions = {}) {
+      const deadline = Date.now() + (waitOptions.timeoutMs ?? 30_000);
+      for (;;) {
+        const leaders = await readLeaders(specs, processes);
+        if (leaders !== undefined && Object.keys(layout).every((p) => leaders[p] !== undefined)) return leaders;
+        if (Date.now() > deadline) throw new Error(`not every partition has a leader after ${waitOptions.timeoutMs ?? 30_000} ms (see ${options.dataDir}/*.log)`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    async stop() {
+      await Promise.all([...processes.keys()].map((id) => cluster.kill(id, "SIGTERM")));
+    },
+  };
+  process.once("exit", () => {
+    for (const child of processes.values()) child.kill("SIGKILL");
+  });
+  for (const spec of specs) launch(spec);
+  try {
+    await Promise.all(specs.map((s) => waitForPort(s.host, s.port, 20_000)));
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+  return cluster;
+}
+
+/** Leaders that serve, by partition, from the running nodes' INFO; undefined while none answers. */
+async function readLeaders(specs: readonly LocalNodeSpec[], processes: Map<string, unknown>): Promise<Record<string, string> | undefined> {
+  const leaders: Record<string, string> = {};
+  let answered = false;
+  for (const spec of specs) {
+    if (!processes.has(spec.id)) continue;
+    const line = await requestLine(spec.host, spec.port, "INFO", 1000).catch(() => undefined);
+    if (line === undefined || !line.startsWith("{")) continue;
+    answered = true;
+    const info = JSON.parse(line) as { partitions?: Array<{ partition: string; role: string }> };
+    for (const p of info.partitions ?? []) if (p.role === "leader") leaders[p.partition] = spec.id;
+  }
+  return answered ? leaders : undefined;
+}
+
+/** Sends one line, resolves with the first reply line. */
+export function requestLine(host: string, port: number, line: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    let buffer = "";
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no reply from ${host}:${port} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.on("connect", () => socket.write(line + "\n"));
+    socket.on("data", (chunk) => {
+      buffer += chunk.toString("utf8");
+      const end = buffer.indexOf("\n");
+      if (end >= 0) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(buffer.slice(0, end));
+      }
+    });
+    socket.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+/** Waits until `host:port` accepts connections. */
+export async function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = net.connect({ host, port });
+      socket.once("connect", () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${host}:${port} did not accept connections within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * Composition root: wires config, storage, partitions, router and server into
+ * a running node, and shuts it down cleanly.
+ *
+ * @module
+ */
+import path from "node:path";
+import type { NodeConfig } from "../cli/config.ts";
+import { createLogger, type Logger } from "../log/log.ts";
+import { startServer, type Server } from "../server/server.ts";
+import { createRouter, type Topology } from "../router/router.ts";
+import { createRing } from "../ring/ring.ts";
+import { lockDataDir } from "../storage/lock.ts";
+import { openStandalonePartition } from "../replication/standalone.ts";
+import type { PartitionHandle } from "../replication/partition.ts";
+import { VERSION } from "../cli/version.ts";
+
+/** A started node. */
+export interface RunningNode {
+  readonly port: number;
+  readonly logger: Logger;
+  /** Stops accepting, finishes in-flight requests, flushes, closes files. */
+  close(): Promise<void>;
+}
+
+/** Starts a node as configured (standalone when `config.zk` is undefined). */
+export async function startNode(config: NodeConfig, options: { logger?: Logger } = {}): Promise<RunningNode> {
+  const logger = options.logger ?? createLogger(config.id, { level: config.logLevel });
+  if (config.zk !== undefined) {
+    const { startClusterNode } = await import("./cluster_node.ts");
+    return startClusterNode(config, logger);
+  }
+  return startStandaloneNode(config, logger);
+}
+
+async function startStandaloneNode(config: NodeConfig, logger: Logger): Promise<RunningNode> {
+  const dataDir = path.resolve(config.dataDir);
+  const lock = lockDataDir(dataDir);
+  const started = Date.now();
+  const partitions = new Map<string, PartitionHandle>();
+  try {
+    for (const name of config.partitions) {
+      partitions.set(name, await openStandalonePartition(dataDir, name, {
+        fsync: config.fsync,
+        snapshotEvery: config.snapshotEvery,
+        logger,
+      }));
+    }
+  } catch (error) {
+    for (const p of partitions.values()) await p.close().catch(() => {});
+    lock.release();
+    throw error;
+  }
+  const ring = createRing(config.partitions);
+  const topology: Topology = {
+    ring: () => ring,
+    local: (p) => partitions.get(p),
+    locals: () => [...partitions.values()],
+    leaderOf: () => ({ id: config.id, address: config.advertise }),
+    members: () => Object.fromEntries(config.partitions.map((p) => [p, [config.id]])),
+    info: () => ({ mode: "standalone", fsync: config.fsync }),
+  };
+  let server: Server | undefined;
+  const router = createRouter(topology, {
+    nodeId: config.id,
+    version: VERSION,
+    secret: config.secret,
+    forward: config.forward,
+    logger,
+    stats: () => ({ connections: server?.connections() ?? 0 }),
+  });
+  try {
+    server = await startServer(router, {
+      host: config.host,
+      port: config.port,
+      maxLine: config.maxLine,
+      idleTimeoutMs: config.idleTimeoutMs,
+      maxConnections: config.maxConnections,
+      logger,
+    });
+  } catch (error) {
+    for (const p of partitions.values()) await p.close().catch(() => {});
+    lock.release();
+    throw error;
+  }
+  const running = server;
+  if (config.fsync === "never") logger.warn("fsync_disabled", { message: "--fsync never: acknowledged writes can be lost on a crash; benchmarks only" });
+  logger.info("listening", {
+    host: config.host,
+    port: running.port,
+    mode: "standalone",
+    partitions: config.partitions,
+    dataDir,
+    startupMs: Date.now() - started,
+    version: VERSION,
+  });
+  let closing: Promise<void> | undefined;
+  return {
+    port: running.port,
+    logger,
+    close() {
+      closing ??= (async () => {
+        await running.close();
+        for (const p of partitions.values()) await p.close();
+        lock.release();
+        logger.info("stopped", {});
+      })();
+      return closing;
+    },
+  };
+}

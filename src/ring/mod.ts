@@ -1,0 +1,6 @@
+/**
+ * The SHA-256 consistent-hash ring.
+ *
+ * @module
+ */
+export * from "./ring.ts";

@@ -1,0 +1,304 @@
+/**
+ * The TCP listener: one connection = framing, in-order replies with
+ * pipelining, limits, idle timeout and backpressure. It knows nothing about
+ * keys or partitions: every parsed request goes to a {@linkcode RequestHandler}.
+ *
+ * @module
+ */
+import net from "node:net";
+import { Framer } from "../protocol/framer.ts";
+import { parseFrame } from "../protocol/parse.ts";
+import { encodeReply } from "../protocol/encode.ts";
+import type { Dialect, Reply, Request } from "../protocol/types.ts";
+import type { Logger } from "../log/log.ts";
+
+/** Requests a connection may have in flight before the server stops reading it. */
+export const MAX_INFLIGHT_PER_CONNECTION = 4096;
+/** Unsent reply bytes a connection may hold before the server stops reading it. */
+export const MAX_PENDING_OUTPUT_BYTES = 8 * 1_048_576;
+
+/** What the server knows about one client or peer connection. */
+export interface ConnectionContext {
+  readonly id: number;
+  readonly remote: string;
+  /** The authenticated peer's node id; undefined for clients. */
+  peer: string | undefined;
+  /** READONLY mode: replica-local (possibly stale) GETs. */
+  readonly: boolean;
+  /** Scratch space of the peer handshake (nonces); owned by the handler. */
+  handshake: Record<string, string> | undefined;
+}
+
+/** Answers requests; may answer synchronously or with a promise. Must not throw (the server turns a throw into ERR INTERNAL). */
+export interface RequestHandler {
+  handle(request: Request, context: ConnectionContext): Reply | Promise<Reply>;
+  /** Called once when a connection closes (cleanup of per-connection state). */
+  closed?(context: ConnectionContext): void;
+}
+
+/** Options for {@linkcode startServer}. */
+export interface ServerOptions {
+  host: string;
+  port: number;
+  maxLine: number;
+  /** Idle timeout in ms; 0 disables. */
+  idleTimeoutMs: number;
+  maxConnections: number;
+  logger: Logger;
+}
+
+/** A running server. */
+export interface Server {
+  /** The bound port (useful with port 0). */
+  readonly port: number;
+  /** Open connections. */
+  connections(): number;
+  /** Stops accepting, lets in-flight requests finish and their replies flush, closes connections. */
+  close(options?: { graceMs?: number }): Promise<void>;
+}
+
+interface Slot {
+  request: Request;
+  reply: Reply | undefined;
+}
+
+/** Starts listening; resolves once bound. */
+export function startServer(handler: RequestHandler, options: ServerOptions): Promise<Server> {
+  const sockets = new Set<Connection>();
+  let nextId = 1;
+  let closing = false;
+  // allowHalfOpen: `echo "PUT a b" | nc -N` closes its sending side right after
+  // the request; the reply must still go out before we close ours.
+  const tcp = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+    if (closing || sockets.size >= options.maxConnections) {
+      // Over the cap: one clear line, then close. The client may retry later.
+      socket.end(closing ? "ERR UNAVAILABLE the node is shutting down\n" : "ERR UNAVAILABLE too many connections; try again later\n");
+      socket.on("error", () => {});
+      return;
+    }
+    const connection = new Connection(socket, nextId++, handler, options);
+    sockets.add(connection);
+    socket.on("close", () => {
+      sockets.delete(connection);
+      handler.closed?.(connection.context);
+    });
+  });
+  tcp.maxConnections = options.maxConnections + 64; // the extra let us say why we refuse
+  return new Promise((resolve, reject) => {
+    tcp.once("error", reject);
+    tcp.listen({ host: options.host, port: options.port, backlog: 1024 }, () => {
+      tcp.off("error", reject);
+      tcp.on("error", (error) => options.logger.error("server_error", { error }));
+      const address = tcp.address() as net.AddressInfo;
+      resolve({
+        port: address.port,
+        connections: () => sockets.size,
+        async close(closeOptions = {}) {
+          closing = true;
+          const stopped = new Promise<void>((done) => tcp.close(() => done()));
+          await Promise.all([...sockets].map((c) => c.drainAndClose(closeOptions.graceMs ?? 5000)));
+          await stopped;
+        },
+      });
+    });
+  });
+}
+
+/** One client or peer connection: frames in, replies out in request order. */
+class Connection {
+  readonly context: ConnectionContext;
+  private readonly framer: Framer;
+  private readonly queue: Slot[] = [];
+  private head = 0;
+  private paused = false;
+  private ending = false;
+  private flushScheduled = false;
+  private drained: (() => void) | undefined;
+  private lastDialect: Dialect = "line";
+  private endWhenDone = false;
+
+  constructor(
+    private readonly socket: net.Socket,
+    id: number,
+    private readonly handler: RequestHandler,
+    private readonly options: ServerOptions,
+  ) {
+    this.context = {
+      id,
+      remote: `${socket.remoteAddress}:${socket.remotePort}`,
+      peer: undefined,
+      readonly: false,
+      handshake: undefined,
+    };
+    this.framer = new Framer({ maxLine: options.maxLine });
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("drain", () => this.maybeResume());
+    socket.on("end", () => this.onClientEnd());
+    socket.on("error", () => {}); // a reset by the peer is normal; "close" follows
+    socket.on("close", () => this.drained?.());
+    if (options.idleTimeoutMs > 0) {
+      socket.setTimeout(options.idleTimeoutMs, () => this.onIdle());
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.ending) return;
+    let frames;
+    try {
+      frames = this.framer.push(chunk);
+    } catch (error) {
+      // The framer asserts its invariants; a broken one must not take the node down.
+      this.options.logger.error("framer_failed", { connection: this.context.id, error });
+      this.socket.destroy();
+      return;
+    }
+    for (const frame of frames) {
+      if (this.ending) break;
+      const request = parseFrame(frame, { maxLine: this.options.maxLine });
+      this.dispatch(request);
+    }
+    this.maybePause();
+  }
+
+  private dispatch(request: Request): void {
+    const slot: Slot = { request, reply: undefined };
+    this.lastDialect = request.dialect;
+    this.queue.push(slot);
+    if (request.command === "QUIT") {
+      slot.reply = { type: "bye" };
+      this.ending = true; // read nothing more; close once every earlier reply is out
+      this.scheduleFlush();
+      return;
+    }
+    let result: Reply | Promise<Reply>;
+    try {
+      result = this.handler.handle(request, this.context);
+    } catch (error) {
+      result = internalError(error, this.options.logger);
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (reply) => this.complete(slot, reply),
+        (error) => this.complete(slot, internalError(error, this.options.logger)),
+      );
+    } else {
+      slot.reply = result;
+      this.scheduleFlush();
+    }
+  }
+
+  private complete(slot: Slot, reply: Reply): void {
+    slot.reply = reply;
+    this.scheduleFlush();
+  }
+
+  /** Writes completed replies at the head of the queue, batched per event-loop turn. */
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    process.nextTick(() => this.flush());
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.socket.destroyed) return;
+    const chunks: Buffer[] = [];
+    let quit = false;
+    while (this.head < this.queue.length) {
+      const slot = this.queue[this.head];
+      if (slot.reply === undefined) break;
+      chunks.push(encodeReply(slot.reply, slot.request));
+      this.queue[this.head] = undefined as unknown as Slot;
+      this.head++;
+      if (slot.request.command === "QUIT") {
+        quit = true;
+        break;
+      }
+    }
+    if (this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
+    if (chunks.length > 0) {
+      this.socket.write(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+    }
+    if (quit) {
+      this.socket.end();
+      return;
+    }
+    if (this.pending() === 0) {
+      if (this.endWhenDone) this.socket.end();
+      this.drained?.();
+    }
+    this.maybeResume();
+  }
+
+  private pending(): number {
+    return this.queue.length - this.head;
+  }
+
+  /** Backpressure: stop reading while too much is in flight or unsent. */
+  private maybePause(): void {
+    if (this.paused) return;
+    if (this.pending() >= MAX_INFLIGHT_PER_CONNECTION || this.socket.writableLength >= MAX_PENDING_OUTPUT_BYTES) {
+      this.paused = true;
+      this.socket.pause();
+    }
+  }
+
+  private maybeResume(): void {
+    if (!this.paused || this.ending) return;
+    if (this.pending() < MAX_INFLIGHT_PER_CONNECTION / 2 && this.socket.writableLength < MAX_PENDING_OUTPUT_BYTES / 2) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** The client closed its sending side: answer what it sent, then close ours. */
+  private onClientEnd(): void {
+    this.ending = true;
+    this.endWhenDone = true;
+    if (this.pending() === 0) this.socket.end();
+  }
+
+  private onIdle(): void {
+    if (this.pending() > 0 || this.paused) return; // busy, not idle: the timer re-arms on activity
+    this.ending = true;
+    // Said in the dialect the client last used, so a RESP client sees a RESP reply.
+    this.socket.end(encodeReply({ type: "bye", reason: "idle" }, { dialect: this.lastDialect, command: "QUIT" }));
+  }
+
+  /** Shutdown: stop reading, wait (bounded) until in-flight replies are written, then end. */
+  drainAndClose(graceMs: number): Promise<void> {
+    this.ending = true;
+    this.socket.pause();
+    return new Promise((resolve) => {
+      const finish = () => {
+        clearTimeout(timer);
+        this.drained = undefined;
+        if (!this.socket.destroyed) {
+          this.socket.end();
+          this.socket.once("close", () => resolve());
+          setTimeout(() => {
+            this.socket.destroy();
+            resolve();
+          }, 1000).unref();
+        } else {
+          resolve();
+        }
+      };
+      const timer = setTimeout(finish, graceMs);
+      timer.unref();
+      this.drained = finish;
+      if (this.pending() === 0) finish();
+    });
+  }
+}
+
+function internalError(error: unknown, logger: Logger): Reply {
+  logger.error("handler_failed", { error });
+  return { type: "error", code: "INTERNAL", message: "internal error; see the node's log" };
+}

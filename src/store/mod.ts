@@ -1,0 +1,6 @@
+/**
+ * The in-memory key-value state machine.
+ *
+ * @module
+ */
+export * from "./store.ts";
