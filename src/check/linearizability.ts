@@ -6,6 +6,23 @@
  * register, and linearizability is compositional, so a history is
  * linearizable exactly when every key's sub-history is.
  *
+ * The search is depth-first over the entry/return event list, lifting an op
+ * out of the list when it is placed and relinking it on backtrack; a
+ * configuration (placed ops + state) is memoised so it is explored once. On
+ * top of that, each of these cuts orders that cannot matter, never a valid
+ * one (each is argued where it is made, and the unit tests compare the
+ * verdicts with a plain exhaustive search):
+ * - two O(n log n) checks first: a read of a value never written, and a read
+ *   of a state every source of which was surely lost before it started
+ *   (stale reads, lost writes, resurrected deletes), with exact messages;
+ * - a GET that fits the current state is placed at once, without branching;
+ * - a PUT whose value has one writer is not placed where an op that is not a
+ *   read of it must fall before its last read;
+ * - values no remaining GET reads share one state;
+ * - an unknown op is placed only where the next op needs it, one per effect,
+ *   and a configuration that placed fewer unknown ops covers one that placed
+ *   more.
+ *
  * Model of one key: the state is a value or "absent" (every key starts
  * absent). PUT v sets v and replies OK. GET replies the value or NOT_FOUND.
  * DELETE on a present key makes it absent and replies DELETED; on an absent
@@ -82,7 +99,7 @@ const FAILURE_CANDIDATES_SHOWN = 12;
 const ABSENT = 0;
 /** State of a key holding a value that no GET of the key returned. */
 const UNREAD = 1;
-const UNREAD_VALUE_NAME = "a value no GET returned";
+const UNREAD_VALUE_NAME = "a value no remaining GET returns";
 const REJECT = -1;
 
 /** What an op needs from the state, and so how it steps the model. */
@@ -103,6 +120,33 @@ interface KeyOp {
   definite: boolean;
 }
 
+/** Which unknown ops a configuration placed (see checkKey's memo). */
+interface UnknownPlacement {
+  /** Placed unknown PUTs of values that no unplaced GET reads. */
+  unreadPuts: number;
+  /** Placed unknown DELETEs. */
+  deletes: number;
+  /** Values of the other placed unknown PUTs, ascending, repeated as placed: PUTs of one value are interchangeable. */
+  live: number[];
+}
+
+/** The placement of a configuration without unknown ops; it covers every other. */
+const NO_UNKNOWN_PLACED: UnknownPlacement = Object.freeze({ unreadPuts: 0, deletes: 0, live: [] as number[] });
+
+/** Whether `visited` placed no more unknown ops than `current` (so it can do all `current` can). */
+function covers(visited: UnknownPlacement, current: UnknownPlacement): boolean {
+  if (visited === NO_UNKNOWN_PLACED) return true;
+  if (visited.unreadPuts > current.unreadPuts || visited.deletes > current.deletes) return false;
+  if (visited.live.length > current.live.length) return false;
+  let j = 0;
+  for (const op of visited.live) {
+    while (j < current.live.length && current.live[j] < op) j++;
+    if (j === current.live.length || current.live[j] !== op) return false;
+    j++;
+  }
+  return true;
+}
+
 /** The deepest dead end seen, kept to explain a failure. */
 interface DeadEnd {
   /** Definite ops placed in the partial order. */
@@ -112,7 +156,10 @@ interface DeadEnd {
   unreadValue?: string;
   /** Op whose return ends the window: it has to be placed before anything else. */
   blocker: number;
+  /** Other ops that could go before the blocker. */
   candidates: number[];
+  /** For the blocker and each candidate: why it cannot go next, or undefined when it leads to dead ends. */
+  why: Map<number, string | undefined>;
   /** Last ops of the partial order, oldest first. */
   prefix: number[];
 }
@@ -127,6 +174,10 @@ interface Frame {
   next: number;
   /** Definite op with the earliest pending return. */
   blocker: number;
+  /** Lowest definite op id (so the earliest return) not placed while this frame is on top. */
+  lowestUnplaced: number;
+  /** Highest placed definite op id, -1 if none. */
+  highestDefinite: number;
 }
 
 type KeyVerdict =
@@ -221,6 +272,8 @@ function checkKey(
 ): KeyVerdict {
   const unwritten = findUnwrittenRead(key, history, indexes);
   if (unwritten !== undefined) return { kind: "fail", message: unwritten };
+  const stale = findLostStateRead(key, history, indexes);
+  if (stale !== undefined) return { kind: "fail", message: stale };
 
   const observed = new Set<string>();
   for (const i of indexes) {
@@ -247,11 +300,17 @@ function checkKey(
   const definite: number[] = [];
   const unknown: number[] = [];
   for (const i of indexes) if (history[i].outcome !== "unknown") definite.push(i);
+  const lastEnds = { deleteFound: -Infinity, notFound: -Infinity };
+  for (const i of definite) {
+    const h = history[i];
+    if (h.outcome === "not_found") lastEnds.notFound = Math.max(lastEnds.notFound, h.end);
+    else if (h.op === "delete") lastEnds.deleteFound = Math.max(lastEnds.deleteFound, h.end);
+  }
   for (const i of indexes) {
     const h = history[i];
     if (h.outcome !== "unknown") continue;
     if (h.op === "get") continue; // changes nothing, and any reply fits
-    if (!unknownMatters(h, history, definite, observed)) continue;
+    if (!unknownMatters(h, lastEnds, observed)) continue;
     unknown.push(i);
   }
   // Definite ops are numbered in return order so that, during the search, the
@@ -265,6 +324,23 @@ function checkKey(
   for (const i of unknown) ops.push(toKeyOp(history[i], i, false, intern));
   const definiteCount = definite.length;
   if (definiteCount === 0) return { kind: "ok" };
+
+  // For a value with exactly one writer and some readers: the reader that
+  // starts last. Between that PUT and this reader only readers of the value
+  // can take effect (anything else would show another state, and no other
+  // PUT can bring the value back).
+  const writers = new Map<number, number>();
+  for (const op of ops) {
+    if (op.expect === "put" && op.value !== UNREAD) writers.set(op.value, (writers.get(op.value) ?? 0) + 1);
+  }
+  const lastReader = new Map<number, number>();
+  for (let op = 0; op < definiteCount; op++) {
+    if (ops[op].expect !== "value" || writers.get(ops[op].value) !== 1) continue;
+    const previous = lastReader.get(ops[op].value);
+    if (previous === undefined || history[ops[op].source].start > history[ops[previous].source].start) {
+      lastReader.set(ops[op].value, op);
+    }
+  }
 
   // Event list: a call entry per op, a return entry per definite op (unknown
   // ops never return). Ties put calls first: ops that touch are concurrent.
@@ -329,50 +405,200 @@ function checkKey(
 
   const words = Math.ceil(ops.length / 32);
   const placed = new Uint32Array(words);
+  function isPlaced(op: number): boolean {
+    return (placed[op >>> 5] & (1 << (op & 31))) !== 0;
+  }
   function setBit(op: number): void {
     placed[op >>> 5] |= 1 << (op & 31);
   }
   function clearBit(op: number): void {
     placed[op >>> 5] &= ~(1 << (op & 31));
   }
-  function memoKey(state: number): string {
-    let first = 0;
-    while (first < words && placed[first] === 0xffffffff) first++;
-    let memo = String.fromCharCode(state & 0xffff, state >>> 16, first);
-    for (let w = first; w < words; w++) {
-      const bits = placed[w];
-      if (bits !== 0) memo += String.fromCharCode(w, bits & 0xffff, bits >>> 16);
-    }
-    return memo;
+
+  // Readers of each value not yet placed: once none is left, the value is
+  // indistinguishable from any other unread value (see canonical()).
+  const unplacedReaders = new Int32Array(valueNames.length);
+  for (const op of ops) if (op.expect === "value") unplacedReaders[op.value]++;
+  /** Unknown ops placed so far, in order. */
+  const placedUnknown: number[] = [];
+  function place(op: number): void {
+    setBit(op);
+    lift(op);
+    if (ops[op].expect === "value") unplacedReaders[ops[op].value]--;
+    if (!ops[op].definite) placedUnknown.push(op);
+  }
+  function unplace(op: number): void {
+    if (!ops[op].definite) assert.equal(placedUnknown.pop(), op, "unknown ops are unplaced last-in, first-out");
+    if (ops[op].expect === "value") unplacedReaders[ops[op].value]++;
+    unlift(op);
+    clearBit(op);
+  }
+  /** `state`, or UNREAD when no unplaced GET can tell its value from any other. */
+  function canonical(state: number): number {
+    return state > UNREAD && unplacedReaders[state] === 0 ? UNREAD : state;
   }
 
-  function makeFrame(state: number, chosen: number): Frame {
+  // A configuration is memoised as a key, which must match exactly (the
+  // state and the placed definite ops: the non-zero bitset words past the run
+  // of full ones, up to the highest placed one), plus the unknown ops it
+  // placed. Unknown ops may be left out, so a configuration that placed fewer
+  // of them covers every completion of one that placed more: a visited one
+  // with a subset of ours makes ours redundant. Unknown ops are counted by
+  // effect (the value, or UNREAD for values no unplaced GET reads, or a
+  // DELETE): placed ones all started, so the ones left with one effect are
+  // interchangeable.
+  const keyBuffer = new Uint16Array(4 + words * 3);
+  const boundaryWord = definiteCount >>> 5;
+  const boundaryMask = (definiteCount & 31) === 0 ? 0 : (1 << (definiteCount & 31)) - 1;
+  function memoKey(state: number, frame: Frame, op: number): string {
+    const highDefinite = ops[op].definite ? Math.max(frame.highestDefinite, op) : frame.highestDefinite;
+    let first = frame.lowestUnplaced >>> 5;
+    while (first < boundaryWord && placed[first] === 0xffffffff) first++;
+    let length = 0;
+    keyBuffer[length++] = state & 0xffff;
+    keyBuffer[length++] = state >>> 16;
+    keyBuffer[length++] = first;
+    const definiteEnd = highDefinite < 0 ? 0 : (highDefinite >>> 5) + 1;
+    for (let w = first; w < definiteEnd; w++) {
+      const bits = w === boundaryWord ? placed[w] & boundaryMask : placed[w];
+      if (bits === 0) continue;
+      keyBuffer[length++] = w;
+      keyBuffer[length++] = bits & 0xffff;
+      keyBuffer[length++] = bits >>> 16;
+    }
+    assert.ok(length <= keyBuffer.length, "a memo key fits its buffer (typed arrays drop writes past the end)");
+    return String.fromCharCode.apply(null, keyBuffer.subarray(0, length) as unknown as number[]);
+  }
+  function unknownPlacement(): UnknownPlacement {
+    if (placedUnknown.length === 0) return NO_UNKNOWN_PLACED;
+    const placement: UnknownPlacement = { unreadPuts: 0, deletes: 0, live: [] };
+    for (const u of placedUnknown) {
+      if (ops[u].expect === "any_delete") placement.deletes++;
+      else if (canonical(ops[u].value) === UNREAD) placement.unreadPuts++;
+      else placement.live.push(ops[u].value);
+    }
+    placement.live.sort((a, b) => a - b);
+    return placement;
+  }
+
+  // Stamps mark, for the frame being built, the values its definite
+  // candidates read or write and the unknown-op effects already offered.
+  const readStamp = new Int32Array(valueNames.length);
+  const putStamp = new Int32Array(valueNames.length);
+  const effectStamp = new Int32Array(valueNames.length);
+  let stampNow = 0;
+  function makeFrame(state: number, chosen: number, parent: Frame | undefined): Frame {
+    stampNow++;
     const candidates: number[] = [];
-    const unknownCandidates: number[] = [];
-    const unknownEffects = new Set<number>();
+    const unknownStarted: number[] = [];
+    let forced = -1;
+    let absentReader = false;
+    let deleter = false;
     let entry = next[head];
     while (entry !== tail && entryIsCall[entry] === 1) {
       const op = entryOp[entry];
-      if (ops[op].definite) {
-        candidates.push(op);
-      } else if (!unknownEffects.has(ops[op].value)) {
-        // Two started unknown ops with the same effect are interchangeable
-        // (neither has a deadline), so only the earliest is tried: the
-        // placed ones of each effect stay a prefix, not any subset.
-        unknownEffects.add(ops[op].value);
-        unknownCandidates.push(op);
-      }
       entry = next[entry];
+      if (!ops[op].definite) {
+        unknownStarted.push(op);
+        continue;
+      }
+      candidates.push(op);
+      if (forced < 0 && readsOnly(ops[op]) && step(state, ops[op]) !== REJECT) forced = op;
+      if (ops[op].expect === "value") readStamp[ops[op].value] = stampNow;
+      if (ops[op].expect === "absent") absentReader = true;
+      if (ops[op].expect === "deleted") deleter = true;
+      if (ops[op].expect === "put") putStamp[canonical(ops[op].value)] = stampNow;
     }
-    // Trying definite ops first places an unknown op only where some later
-    // op needs it, instead of at the first chance.
-    for (const op of unknownCandidates) candidates.push(op);
+    // Unknown ops go last, so that one is placed only where a later op needs
+    // it, and only when the op placed right after it can use it: some valid
+    // order, if any exists, places each unknown op that way, because an
+    // unknown op whose effect the next op does not use can be left out.
+    // An unknown PUT is used by a GET of its value, or by a DELETE that found
+    // the key when it was absent; an unknown DELETE by an op that found
+    // nothing when the key was present. One that a definite candidate with
+    // the same effect could replace is not needed either (place that one now
+    // and the unknown one where it was), nor a second one with the same
+    // effect (neither has a deadline: they are interchangeable). Just to make
+    // the key present, a PUT of a value no remaining GET reads serves as well
+    // as any and keeps the others for their readers.
+    const presenceNeeded = state === ABSENT && deleter;
+    const unreadUnknown = presenceNeeded &&
+      unknownStarted.some((op) => ops[op].expect === "put" && canonical(ops[op].value) === UNREAD);
+    for (const op of unknownStarted) {
+      if (ops[op].expect === "any_delete") {
+        // Absent already: nothing to do; a definite DELETE that found the key does the same.
+        if (state === ABSENT || !absentReader || deleter) continue;
+        if (effectStamp[ABSENT] === stampNow) continue;
+        effectStamp[ABSENT] = stampNow;
+        candidates.push(op);
+        continue;
+      }
+      const effect = canonical(ops[op].value);
+      if (effectStamp[effect] === stampNow || putStamp[effect] === stampNow) continue;
+      const readersWait = effect > UNREAD && readStamp[effect] === stampNow;
+      const presenceUse = presenceNeeded && (effect === UNREAD || !unreadUnknown);
+      if (!readersWait && !presenceUse) continue;
+      effectStamp[effect] = stampNow;
+      candidates.push(op);
+    }
     const blocker = entry === tail ? -1 : entryOp[entry];
-    return { state, chosen, candidates, next: 0, blocker };
+    let lowestUnplaced = parent === undefined ? 0 : parent.lowestUnplaced;
+    while (lowestUnplaced < definiteCount && isPlaced(lowestUnplaced)) lowestUnplaced++;
+    const frame: Frame = {
+      state,
+      chosen,
+      candidates,
+      next: 0,
+      blocker,
+      lowestUnplaced,
+      highestDefinite: parent === undefined ? -1 : parent.highestDefinite,
+    };
+    if (chosen >= 0 && ops[chosen].definite) frame.highestDefinite = Math.max(frame.highestDefinite, chosen);
+    // A started op that leaves the state as it is and fits it now can go
+    // first without losing any order (moving it earlier breaks no real-time
+    // constraint and changes no later reply), so it is the only choice.
+    if (forced >= 0) frame.candidates = [forced];
+    return frame;
   }
 
-  const memo = new Set<string>();
-  const frames: Frame[] = [makeFrame(ABSENT, -1)];
+  /**
+   * Whether placing PUT `put` now leaves its value's last reader no room:
+   * returns an unplaced acknowledged op, not a reader of that value, that
+   * returned before the reader started and so would fall between the PUT and
+   * the reader; -1 when there is none. `from` is the frame's lowestUnplaced.
+   */
+  function strandingOp(put: number, from: number): number {
+    const reader = lastReader.get(ops[put].value);
+    if (reader === undefined) return -1;
+    for (let op = from; op < definiteCount; op++) {
+      if (isPlaced(op) || op === put) continue;
+      if (ops[op].expect === "value" && ops[op].value === ops[put].value) continue;
+      // Definite ops are numbered in return order: this one returns first.
+      return history[ops[op].source].end < history[ops[reader].source].start ? op : -1;
+    }
+    return -1;
+  }
+
+  // One placement per key is the common case: stored bare, not in an array.
+  const memo = new Map<string, UnknownPlacement | UnknownPlacement[]>();
+  let explored = 0;
+  /** Records the configuration unless a visited one covers it; returns whether it is new. */
+  function visit(key: string): boolean {
+    const placement = unknownPlacement();
+    const seen = memo.get(key);
+    if (seen === undefined) {
+      memo.set(key, placement);
+    } else if (!Array.isArray(seen)) {
+      if (covers(seen, placement)) return false;
+      memo.set(key, [seen, placement]);
+    } else {
+      for (const other of seen) if (covers(other, placement)) return false;
+      seen.push(placement);
+    }
+    explored++;
+    return true;
+  }
+  const frames: Frame[] = [makeFrame(ABSENT, -1, undefined)];
   let placedDefinite = 0;
   let deadEnd: DeadEnd | undefined;
   while (placedDefinite < definiteCount) {
@@ -380,25 +606,24 @@ function checkKey(
     assert.ok(frame.blocker >= 0, "a definite op is unplaced, so its return entry is pending");
     if (frame.next < frame.candidates.length) {
       const op = frame.candidates[frame.next++];
-      const state = step(frame.state, ops[op]);
-      if (state === REJECT) continue;
-      setBit(op);
-      const memoized = memoKey(state);
-      if (memo.has(memoized)) {
-        clearBit(op);
+      const stepped = step(frame.state, ops[op]);
+      if (stepped === REJECT) continue;
+      if (ops[op].expect === "put" && strandingOp(op, frame.lowestUnplaced) >= 0) continue;
+      place(op);
+      const state = canonical(stepped);
+      if (!visit(memoKey(state, frame, op))) {
+        unplace(op);
         continue;
       }
-      memo.add(memoized);
-      if (memo.size > maxStates) {
+      if (explored > maxStates) {
         return {
           kind: "inconclusive",
           message: `key ${JSON.stringify(key)}: gave up after ${maxStates} explored states ` +
             `(${ops.length} ops, ${placedDefinite} of ${definiteCount} acknowledged ops placed); raise maxStates`,
         };
       }
-      lift(op);
       if (ops[op].definite) placedDefinite++;
-      frames.push(makeFrame(state, op));
+      frames.push(makeFrame(state, op, frame));
     } else {
       if (deadEnd === undefined || placedDefinite > deadEnd.depth) {
         const prefix = frames.slice(Math.max(1, frames.length - FAILURE_PREFIX_SHOWN)).map((f) => f.chosen);
@@ -407,18 +632,34 @@ function checkKey(
           state: frame.state,
           unreadValue: frame.state === UNREAD ? lastPutValue(frames) : undefined,
           blocker: frame.blocker,
-          candidates: frame.candidates.slice(),
+          candidates: frame.candidates.filter((op) => op !== frame.blocker),
+          why: new Map(),
           prefix,
         };
+        for (const op of [frame.blocker, ...deadEnd.candidates]) deadEnd.why.set(op, whyNot(op, frame));
       }
       frames.pop();
       if (frames.length === 0) break;
-      unlift(frame.chosen);
-      clearBit(frame.chosen);
+      unplace(frame.chosen);
       if (ops[frame.chosen].definite) placedDefinite--;
     }
   }
   if (placedDefinite === definiteCount) return { kind: "ok" };
+
+  /** Why `op` cannot be placed next from `frame` (on top), or undefined when it can. */
+  function whyNot(op: number, frame: Frame): string | undefined {
+    const stepped = step(frame.state, ops[op]);
+    if (stepped === REJECT) {
+      const holds = describeState(frame.state, valueNames, frame.state === UNREAD ? lastPutValue(frames) : undefined);
+      return rejectReason(ops[op], holds, valueNames);
+    }
+    if (ops[op].expect !== "put") return undefined;
+    const stranding = strandingOp(op, frame.lowestUnplaced);
+    if (stranding < 0) return undefined;
+    const reader = lastReader.get(ops[op].value)!;
+    return `its value is read by ${describeOp(history, ops[reader].source)}, but ` +
+      `${describeOp(history, ops[stranding].source)} returned before that read started, so it would fall in between`;
+  }
 
   /** The value of the last PUT placed on the way to the top frame. */
   function lastPutValue(path: readonly Frame[]): string | undefined {
@@ -451,6 +692,11 @@ function toKeyOp(h: HistoryOp, source: number, definite: boolean, intern: (value
   }
 }
 
+/** Whether `op` leaves the key as it found it whenever its reply fits (GETs, DELETEs that found nothing). */
+function readsOnly(op: KeyOp): boolean {
+  return op.definite && (op.expect === "value" || op.expect === "absent");
+}
+
 /** The model: the state after `op` from `state`, or REJECT when op's reply is impossible there. */
 function step(state: number, op: KeyOp): number {
   switch (op.expect) {
@@ -472,22 +718,17 @@ function step(state: number, op: KeyOp): number {
  * cannot keeps the search from trying it everywhere. An unknown PUT helps
  * only a GET that returned its value or a DELETE that found the key; an
  * unknown DELETE helps only an op that found the key absent, and only one that
- * ended after the unknown op started.
+ * ended after the unknown op started. `lastEnds` holds the latest end of an
+ * acknowledged DELETE that found the key, and of an op that found nothing.
  */
 function unknownMatters(
   h: HistoryOp,
-  history: readonly HistoryOp[],
-  definite: readonly number[],
+  lastEnds: { deleteFound: number; notFound: number },
   observed: ReadonlySet<string>,
 ): boolean {
-  if (h.op === "put") {
-    if (observed.has(h.value!)) return true;
-    return definite.some((i) =>
-      history[i].op === "delete" && history[i].outcome !== "not_found" && history[i].end >= h.start
-    );
-  }
+  if (h.op === "put") return observed.has(h.value!) || lastEnds.deleteFound >= h.start;
   assert.equal(h.op, "delete");
-  return definite.some((i) => history[i].outcome === "not_found" && history[i].end >= h.start);
+  return lastEnds.notFound >= h.start;
 }
 
 /** A message when some GET returned a value that no non-failed PUT to the key wrote; else undefined. */
@@ -505,6 +746,167 @@ function findUnwrittenRead(key: string, history: readonly HistoryOp[], indexes: 
       : "no PUT to this key wrote it";
     return `key ${JSON.stringify(key)} is not linearizable: ${describeOp(history, i)} ` +
       `returned a value never written (${why})`;
+  }
+  return undefined;
+}
+
+/**
+ * A message when some acknowledged read (a GET, or a DELETE that found
+ * nothing) saw a state that every op able to produce it had definitely lost
+ * before the read started; else undefined. This catches stale reads, lost
+ * writes and resurrected deletes in O(n log n) with a precise message; the
+ * search would find them too, but only after trying every order of the ops
+ * before them, which can take very long.
+ *
+ * The rule: a read of value v needs some PUT of v (for "nothing": a DELETE,
+ * or the key's initial absent state) to be the last such op before it. If
+ * each candidate w is acknowledged and some acknowledged op c that shows
+ * another state (neither reads nor writes v) started after w returned and
+ * returned before the read started, c comes between w and the read in every
+ * order, whichever w is last: the read cannot see v.
+ */
+function findLostStateRead(key: string, history: readonly HistoryOp[], indexes: readonly number[]): string | undefined {
+  // Tags name states by number (values can be large: no string building).
+  const ABSENT_TAG = 0;
+  const valueTags = new Map<string, number>();
+  function valueTag(value: string): number {
+    let tag = valueTags.get(value);
+    if (tag === undefined) {
+      tag = valueTags.size + 1;
+      valueTags.set(value, tag);
+    }
+    return tag;
+  }
+  /** The state an acknowledged op reads or leaves: its value's tag, or ABSENT_TAG (GET NOT_FOUND, any DELETE). */
+  function tagOf(i: number): number {
+    const h = history[i];
+    if (h.op === "put") return valueTag(h.value!);
+    if (h.op === "get" && h.outcome === "ok") return valueTag(h.result!);
+    return ABSENT_TAG;
+  }
+  const definite = indexes.filter((i) => history[i].outcome !== "unknown");
+  definite.sort((a, b) => history[a].start - history[b].start || a - b);
+  const tags = new Map<number, number>();
+  for (const i of definite) tags.set(i, tagOf(i));
+  // Suffix minima of `end` over ops by start: the op that returns first, and
+  // the one that returns first among ops tagged differently from it; so "the
+  // first to return among ops starting after t, not tagged T" is O(1).
+  const bestOp = new Int32Array(definite.length + 1).fill(-1);
+  const otherOp = new Int32Array(definite.length + 1).fill(-1);
+  const endOf = (i: number) => (i < 0 ? Infinity : history[i].end);
+  for (let k = definite.length - 1; k >= 0; k--) {
+    const op = definite[k];
+    let best = bestOp[k + 1];
+    let other = otherOp[k + 1];
+    if (history[op].end < endOf(best)) {
+      if (best >= 0 && tags.get(best) !== tags.get(op)) other = best;
+      best = op;
+    } else if (tags.get(op) !== tags.get(best) && history[op].end < endOf(other)) {
+      other = op;
+    }
+    bestOp[k] = best;
+    otherOp[k] = other;
+  }
+  /** The first op to return among acknowledged ops that started after `after` and are not tagged `tag`; -1 if none. */
+  function firstOtherAfter(after: number, tag: number): number {
+    let low = 0;
+    let high = definite.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (history[definite[mid]].start > after) high = mid;
+      else low = mid + 1;
+    }
+    const best = bestOp[low];
+    return best >= 0 && tags.get(best) === tag ? otherOp[low] : best;
+  }
+
+  /** Start of a producer; -1 stands for the initial absent state, there from the beginning. */
+  function startOf(w: number): number {
+    return w === -1 ? -Infinity : history[w].start;
+  }
+
+  // Per state: the ops that can produce it (-1: the initial absent state) and its readers.
+  const producers = new Map<number, number[]>([[ABSENT_TAG, [-1]]]);
+  const readers = new Map<number, number[]>();
+  for (const i of indexes) {
+    const h = history[i];
+    let produces: number | undefined;
+    let reads: number | undefined;
+    if (h.op === "put") produces = valueTag(h.value!);
+    else if (h.op === "delete" && h.outcome !== "not_found") produces = ABSENT_TAG;
+    else if (h.op === "get" && h.outcome === "ok") reads = valueTag(h.result!);
+    else if (h.outcome === "not_found") reads = ABSENT_TAG;
+    if (produces !== undefined) {
+      if (!producers.has(produces)) producers.set(produces, []);
+      producers.get(produces)!.push(i);
+    }
+    if (reads !== undefined) {
+      if (!readers.has(reads)) readers.set(reads, []);
+      readers.get(reads)!.push(i);
+    }
+  }
+  for (const [tag, tagReaders] of readers) {
+    const candidates = producers.get(tag);
+    if (candidates === undefined) continue; // a value never written: findUnwrittenRead's case
+    // Producers by start, with prefix maxima of the moment each is surely
+    // lost (Infinity for an unknown op: it may take effect any time later).
+    const byStart = candidates.slice().sort((a, b) => startOf(a) - startOf(b));
+    const lostAt: number[] = [];
+    const lostProducer: number[] = [];
+    const lostBy: number[] = [];
+    for (let k = 0; k < byStart.length; k++) {
+      const w = byStart[k];
+      const surely = w === -1 || history[w].outcome !== "unknown";
+      const by = surely ? firstOtherAfter(w === -1 ? -Infinity : history[w].end, tag) : -1;
+      const at = surely ? endOf(by) : Infinity;
+      if (k === 0 || at > lostAt[k - 1]) {
+        lostAt.push(at);
+        lostProducer.push(w);
+        lostBy.push(by);
+      } else {
+        lostAt.push(lostAt[k - 1]);
+        lostProducer.push(lostProducer[k - 1]);
+        lostBy.push(lostBy[k - 1]);
+      }
+    }
+    for (const r of tagReaders) {
+      // Producers that could take effect before the read: started by its end.
+      let low = 0;
+      let high = byStart.length;
+      while (low < high) {
+        const mid = (low + high) >>> 1;
+        if (startOf(byStart[mid]) <= history[r].end) low = mid + 1;
+        else high = mid;
+      }
+      if (low === 0) {
+        return `key ${JSON.stringify(key)} is not linearizable: ${describeOp(history, r)} returned a value ` +
+          `before any PUT of it started: ${describeOp(history, byStart[0])}`;
+      }
+      if (lostAt[low - 1] >= history[r].start) continue;
+      const w = lostProducer[low - 1];
+      const c = lostBy[low - 1];
+      assert.ok(c >= 0, "a state lost at a finite time was lost by some op");
+      const lines = [`key ${JSON.stringify(key)} is not linearizable: `];
+      if (tag === ABSENT_TAG) {
+        lines[0] += "a read found nothing, but the key held a value.";
+        lines.push(`  the read:`, `    ${describeOp(history, r)}`);
+        lines.push(`  the last way the key could have become absent (any other was undone earlier):`);
+        lines.push(`    ${w === -1 ? "its initial state" : describeOp(history, w)}`);
+        lines.push(`  then this op, which started after that and returned before the read started, wrote or saw a value:`);
+      } else {
+        lines[0] += "a read returned a value that had been overwritten.";
+        lines.push(`  the read:`, `    ${describeOp(history, r)}`);
+        lines.push(
+          low === 1
+            ? `  the only PUT of that value that could precede it:`
+            : `  the PUT of that value overwritten last (any other was overwritten earlier):`,
+        );
+        lines.push(`    ${describeOp(history, w)}`);
+        lines.push(`  then this op, which started after that PUT returned and returned before the read started, changed or saw another state:`);
+      }
+      lines.push(`    ${describeOp(history, c)}`);
+      return lines.join("\n");
+    }
   }
   return undefined;
 }
@@ -533,26 +935,26 @@ function explainDeadEnd(
   const blocker = ops[deadEnd.blocker];
   const blockerEnd = history[blocker.source].end;
   lines.push(
-    `  the first unplaced op to return (at ${blockerEnd}, before any other unplaced op started), ` +
-      `so it goes next or right after ops overlapping it:`,
+    `  the unplaced op that returned first (at ${blockerEnd}); it must take effect before every op that started after it returned:`,
   );
   lines.push(`    ${describeOp(history, blocker.source)}`);
-  if (step(deadEnd.state, blocker) === REJECT) {
-    lines.push(`  but it cannot: ${rejectReason(blocker, holds, valueNames)}`);
-  } else {
-    lines.push(`  it fits here, but no order of the ops it overlaps leads to a valid history`);
-  }
-  const others = deadEnd.candidates.filter((op) => op !== deadEnd.blocker);
-  if (others.length > 0) {
-    lines.push(`  ops that could also go next, each of which leads to a dead end:`);
-    for (const op of others.slice(0, FAILURE_CANDIDATES_SHOWN)) {
+  lines.push(`      ${explainWhy(deadEnd.why.get(deadEnd.blocker))}`);
+  if (deadEnd.candidates.length > 0) {
+    lines.push(`  the other ops that could take effect before it:`);
+    for (const op of deadEnd.candidates.slice(0, FAILURE_CANDIDATES_SHOWN)) {
       lines.push(`    ${describeOp(history, ops[op].source)}`);
+      lines.push(`      ${explainWhy(deadEnd.why.get(op))}`);
     }
-    if (others.length > FAILURE_CANDIDATES_SHOWN) {
-      lines.push(`    ... and ${others.length - FAILURE_CANDIDATES_SHOWN} more`);
+    if (deadEnd.candidates.length > FAILURE_CANDIDATES_SHOWN) {
+      lines.push(`    ... and ${deadEnd.candidates.length - FAILURE_CANDIDATES_SHOWN} more`);
     }
   }
   return lines.join("\n");
+}
+
+/** One line on a candidate of a dead end. */
+function explainWhy(why: string | undefined): string {
+  return why === undefined ? "fits here, but every way on from it ends in a dead end" : `cannot go now: ${why}`;
 }
 
 /** Why `op`'s reply is impossible when the key `holds` (see describeState). */
@@ -574,9 +976,7 @@ function rejectReason(op: KeyOp, holds: string, valueNames: readonly string[]): 
 function describeState(state: number, valueNames: readonly string[], unreadValue?: string): string {
   if (state === ABSENT) return "is absent";
   if (state === UNREAD) {
-    return unreadValue === undefined
-      ? `holds ${UNREAD_VALUE_NAME}`
-      : `holds ${JSON.stringify(unreadValue)} (${UNREAD_VALUE_NAME})`;
+    return unreadValue === undefined ? `holds ${UNREAD_VALUE_NAME}` : `holds ${JSON.stringify(unreadValue)}`;
   }
   return `holds ${JSON.stringify(valueNames[state])}`;
 }

@@ -363,8 +363,15 @@ export type BenchDialect = "resp" | "line";
 const OP_PUT = 0;
 const OP_GET = 1;
 
-/** Writes `key:<index>` (exactly {@linkcode KEY_BYTES} bytes) into `buf` at `offset`. */
-export function writeKey(buf: Buffer, offset: number, index: number): void {
+/** The key for `index` as bytes: `key:<index>`, exactly {@linkcode KEY_BYTES} long (what requests carry). */
+export function encodeKey(index: number): Buffer {
+  const buf = Buffer.alloc(KEY_BYTES);
+  writeKey(buf, 0, index);
+  return buf;
+}
+
+/** Writes `key:<index>` (exactly KEY_BYTES bytes) into `buf` at `offset`: the hot path, no allocation. */
+function writeKey(buf: Buffer, offset: number, index: number): void {
   assert(Number.isInteger(index) && index >= 0 && index < MAX_KEYSPACE, `key index out of range: ${index}`);
   buf[offset] = 107; // k
   buf[offset + 1] = 101; // e
@@ -377,7 +384,7 @@ export function writeKey(buf: Buffer, offset: number, index: number): void {
   }
 }
 
-/** The key for `index` as a string (what {@linkcode writeKey} writes). */
+/** The key for `index` as a string (what {@linkcode encodeKey} encodes). */
 export function keyName(index: number): string {
   return KEY_PREFIX + String(index).padStart(KEY_DIGITS, "0");
 }
@@ -455,6 +462,8 @@ export interface BenchOptions {
   host?: string;
   /** Server port. Defaults to 9001. */
   port?: number;
+  /** Several servers' ports (on `host`): connection i goes to ports[i % length]. Overrides `port`. */
+  ports?: readonly number[];
   /** Local address client sockets bind to. Defaults to 127.0.0.1 when `host` is a 127.x address, else none. */
   localAddress?: string;
   /** Connections. Defaults to 8. */
@@ -496,6 +505,8 @@ export interface LatencySummary {
 export interface BenchResult {
   host: string;
   port: number;
+  /** Every port connections went to (one unless `ports` was given). */
+  ports: readonly number[];
   dialect: BenchDialect;
   connections: number;
   pipeline: number;
@@ -528,6 +539,7 @@ export interface BenchResult {
 interface RunConfig {
   host: string;
   port: number;
+  ports: readonly number[];
   localAddress: string | undefined;
   connections: number;
   pipeline: number;
@@ -732,7 +744,7 @@ class Connection {
     try {
       this.#parser.feed(chunk);
     } catch (error) {
-      run.fail(`connection to ${run.config.host}:${run.config.port}: ${(error as Error).message}`);
+      run.fail(`connection to ${run.config.host}:${this.#socket.remotePort}: ${(error as Error).message}`);
       return;
     }
     run.tick(this.#now);
@@ -778,9 +790,11 @@ function isLoopback(host: string): boolean {
 
 function resolveConfig(options: BenchOptions): RunConfig {
   const host = options.host ?? "127.0.0.1";
+  const ports = options.ports !== undefined && options.ports.length > 0 ? [...options.ports] : [options.port ?? 9001];
   const config: RunConfig = {
     host,
-    port: options.port ?? 9001,
+    port: ports[0],
+    ports,
     localAddress: options.localAddress ?? (isLoopback(host) ? "127.0.0.1" : undefined),
     connections: options.connections ?? 8,
     pipeline: options.pipeline ?? 1,
@@ -793,7 +807,7 @@ function resolveConfig(options: BenchOptions): RunConfig {
     dialect: options.dialect ?? "resp",
     sequential: options.sequential ?? false,
   };
-  checkRange("port", config.port, 1, 65535, true);
+  for (const port of config.ports) checkRange("port", port, 1, 65535, true);
   checkRange("connections", config.connections, 1, MAX_CONNECTIONS, true);
   checkRange("pipeline", config.pipeline, 1, MAX_PIPELINE, true);
   checkRange("value-size", config.valueSize, 1, MAX_VALUE_SIZE, true);
@@ -813,12 +827,12 @@ function checkRange(name: string, value: number, min: number, max: number, integ
 }
 
 /** Opens one TCP connection with a deadline; TCP_NODELAY on. */
-function connect(config: RunConfig): Promise<net.Socket> {
+function connect(config: RunConfig, port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: config.host, port: config.port, localAddress: config.localAddress });
+    const socket = net.connect({ host: config.host, port, localAddress: config.localAddress });
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`connect to ${config.host}:${config.port} timed out after ${CONNECT_TIMEOUT_MS} ms`));
+      reject(new Error(`connect to ${config.host}:${port} timed out after ${CONNECT_TIMEOUT_MS} ms`));
     }, CONNECT_TIMEOUT_MS);
     socket.once("connect", () => {
       clearTimeout(timer);
@@ -827,14 +841,14 @@ function connect(config: RunConfig): Promise<net.Socket> {
     });
     socket.once("error", (error) => {
       clearTimeout(timer);
-      reject(new Error(`connect to ${config.host}:${config.port}: ${error.message}`));
+      reject(new Error(`connect to ${config.host}:${port}: ${error.message}`));
     });
   });
 }
 
 /** Runs one configured load and returns what it measured; failures are reported in `failure`, not thrown. */
 async function runOnce(config: RunConfig): Promise<BenchResult> {
-  const settled = await Promise.allSettled(Array.from({ length: config.connections }, () => connect(config)));
+  const settled = await Promise.allSettled(Array.from({ length: config.connections }, (_, i) => connect(config, config.ports[i % config.ports.length])));
   const sockets: net.Socket[] = [];
   for (const outcome of settled) if (outcome.status === "fulfilled") sockets.push(outcome.value);
   const refused = settled.find((outcome) => outcome.status === "rejected");
@@ -843,12 +857,13 @@ async function runOnce(config: RunConfig): Promise<BenchResult> {
     return emptyResult(config, String((refused as PromiseRejectedResult).reason?.message ?? refused));
   }
   const run = new Run(config);
-  for (const socket of sockets) {
+  for (const [i, socket] of sockets.entries()) {
     const connection = new Connection(run, socket);
+    const port = config.ports[i % config.ports.length];
     run.connections.push(connection);
-    socket.on("error", (error) => run.fail(`connection to ${config.host}:${config.port}: ${error.message}`));
+    socket.on("error", (error) => run.fail(`connection to ${config.host}:${port}: ${error.message}`));
     socket.on("close", () => {
-      if (!run.done) run.fail(`server closed a connection (${connection.inFlight} in flight)`);
+      if (!run.done) run.fail(`${config.host}:${port} closed the connection (${connection.inFlight} in flight)`);
     });
   }
   // Duration mode: stop issuing at the window's end even if replies pause; then a drain deadline.
@@ -889,11 +904,12 @@ async function runOnce(config: RunConfig): Promise<BenchResult> {
 
 function baseResult(config: RunConfig): Pick<
   BenchResult,
-  "host" | "port" | "dialect" | "connections" | "pipeline" | "valueSize" | "keyspace" | "ratio"
+  "host" | "port" | "ports" | "dialect" | "connections" | "pipeline" | "valueSize" | "keyspace" | "ratio"
 > {
   return {
     host: config.host,
     port: config.port,
+    ports: config.ports,
     dialect: config.dialect,
     connections: config.connections,
     pipeline: config.pipeline,
@@ -943,7 +959,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
 
 /** PUTs keys 0 .. keyspace-1 once each, pipelined; the result's windowS is the load time. */
 async function preloadKeys(config: RunConfig, log: ((line: string) => void) | undefined): Promise<BenchResult> {
-  log?.(`preloading ${config.keyspace} keys of ${config.valueSize} B on ${config.host}:${config.port}`);
+  log?.(`preloading ${config.keyspace} keys of ${config.valueSize} B on ${config.host}:${config.ports.join(",")}`);
   const loaded = await runOnce({
     ...config,
     ratio: 1,
@@ -979,7 +995,7 @@ Drives a ringkv node (or Redis: the default dialect is RESP) with pipelined
 PUT/GET load and reports ops/s, latency percentiles and errors.
 
   --host H            server address (127.0.0.1)
-  --port P            server port (9001)
+  --port P[,P...]     server port(s); connections round-robin over them (9001)
   --connections C     connections (8, at most ${MAX_CONNECTIONS})
   --pipeline P        requests in flight per connection (1, at most ${MAX_PIPELINE})
   --value-size B      value bytes (100)
@@ -1038,7 +1054,7 @@ export function parseBenchArgs(argv: readonly string[]): { options: BenchOptions
   }
   const options: BenchOptions = {
     host: values.host,
-    port: numberFlag("port", values.port),
+    ports: values.port === undefined ? undefined : values.port.split(",").map((port) => numberFlag("port", port)!),
     localAddress: values["local-address"],
     connections: numberFlag("connections", values.connections),
     pipeline: numberFlag("pipeline", values.pipeline),
@@ -1067,7 +1083,7 @@ export function formatResult(result: BenchResult): string {
   const op = result.ratio === 1 ? "put" : result.ratio === 0 ? "get" : `mix (${Math.round(result.ratio * 100)} % put)`;
   const l = result.latencyMs;
   const lines = [
-    `ringkv bench: ${result.dialect} ${result.host}:${result.port} op=${op} C=${result.connections} P=${result.pipeline} ` +
+    `ringkv bench: ${result.dialect} ${result.host}:${result.ports.join(",")} op=${op} C=${result.connections} P=${result.pipeline} ` +
     `value=${result.valueSize} B keyspace=${result.keyspace} window=${result.windowS.toFixed(2)} s`,
   ];
   if (result.preloadS !== undefined) lines.push(`  preload      ${result.keyspace} keys in ${result.preloadS.toFixed(2)} s`);

@@ -148,6 +148,12 @@ export interface MachineInfo {
 /** Every child still running, so an interrupted suite can stop them (by PID). */
 const running = new Set<ManagedProcess>();
 
+/** Options for {@linkcode ManagedProcess.start}. */
+export interface StartOptions {
+  /** Name used in messages. Defaults to the command's base name. */
+  name?: string;
+}
+
 /** A server process the suite started; stopped by its PID only. */
 export class ManagedProcess {
   readonly name: string;
@@ -183,7 +189,8 @@ export class ManagedProcess {
   }
 
   /** Spawns `command args` with output captured (the last {@linkcode OUTPUT_TAIL_BYTES}). */
-  static start(name: string, command: string, args: readonly string[]): ManagedProcess {
+  static start(command: string, args: readonly string[], options: StartOptions = {}): ManagedProcess {
+    const name = options.name ?? path.basename(command);
     const spawnedAt = performance.now();
     const child = spawn(command, [...args], { stdio: ["ignore", "pipe", "pipe"] });
     const managed = new ManagedProcess(name, child, spawnedAt);
@@ -206,8 +213,11 @@ export class ManagedProcess {
     const how = this.#exit === undefined
       ? "still running"
       : `exited with ${this.#exit.signal ?? `code ${this.#exit.code}`}`;
-    const tail = this.#output.trim().split("\n").slice(-8).join("\n    ");
-    return `${this.name} (pid ${this.pid ?? "none"}) ${how}${tail ? `; last output:\n    ${tail}` : ""}`;
+    const lines = this.#output.trim().split("\n").filter((line) => line.trim() !== "");
+    // The first error line says more than the end of a stack trace.
+    const firstError = lines.find((line) => /error/i.test(line));
+    const tail = [...(firstError === undefined ? [] : [firstError.trim()]), ...lines.slice(-3).map((line) => line.trim())];
+    return `${this.name} (pid ${this.pid ?? "none"}) ${how}${tail.length > 0 ? `; output: ${[...new Set(tail)].join(" / ")}` : ""}`;
   }
 
   /** SIGTERM, then SIGKILL after `timeoutMs`; resolves true if it exited on SIGTERM alone. */
@@ -251,8 +261,15 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Options for {@linkcode waitForPort} and {@linkcode respCommand}. */
+export interface WaitOptions {
+  /** Deadline in ms (waitForPort: {@linkcode START_TIMEOUT_MS}; respCommand: 5 s). */
+  timeoutMs?: number;
+}
+
 /** Waits until 127.0.0.1:`port` accepts a connection; throws if `owner` exits first or the deadline passes. */
-export async function waitForPort(port: number, owner: ManagedProcess, timeoutMs: number = START_TIMEOUT_MS): Promise<void> {
+export async function waitForPort(port: number, owner: ManagedProcess, options: WaitOptions = {}): Promise<void> {
+  const timeoutMs = options.timeoutMs ?? START_TIMEOUT_MS;
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
     if (owner.hasExited) throw new Error(`did not start: ${owner.describe()}`);
@@ -277,8 +294,9 @@ function canConnect(port: number): Promise<boolean> {
 export function respCommand(
   port: number,
   args: readonly string[],
-  timeoutMs: number = COMMAND_TIMEOUT_MS,
+  options: WaitOptions = {},
 ): Promise<{ kind: ReplyKind; text: string | undefined }> {
+  const timeoutMs = options.timeoutMs ?? COMMAND_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: "127.0.0.1", port, localAddress: "127.0.0.1" });
     const timer = setTimeout(() => {
@@ -367,7 +385,7 @@ async function startRingkvNode(
     "--log-level",
     "warn",
   ];
-  const managed = ManagedProcess.start(`ringkv node (fsync ${options.fsync})`, process.execPath, args);
+  const managed = ManagedProcess.start(process.execPath, args, { name: `ringkv node (fsync ${options.fsync})` });
   try {
     await waitForPort(port, managed);
   } catch (error) {
@@ -399,7 +417,7 @@ async function startRedis(dir: string, durable: boolean): Promise<Server> {
     "--logfile",
     "",
   ];
-  const managed = ManagedProcess.start(`redis-server (${durable ? "appendfsync always" : "no persistence"})`, "redis-server", args);
+  const managed = ManagedProcess.start("redis-server", args, { name: `redis-server (${durable ? "appendfsync always" : "no persistence"})` });
   try {
     await waitForPort(port, managed);
   } catch (error) {
@@ -425,13 +443,13 @@ function shapeLabel(shape: Shape): string {
 
 async function measure(
   context: Context,
-  port: number,
+  port: number | readonly number[],
   label: string,
   shape: Shape,
   op: "put" | "get",
 ): Promise<BenchResult> {
   const result = await runBench({
-    port,
+    ports: typeof port === "number" ? [port] : port,
     connections: shape.connections,
     pipeline: shape.pipeline,
     valueSize: VALUE_SIZE,
@@ -451,55 +469,45 @@ function describeMeasurement(m: Measurement): string {
     `${m.errors} errors, ${m.misses} misses, client cpu ${Math.round(m.clientCpu * 100)} %`;
 }
 
-/** Runs ringkv's side: durable PUT shapes, preload, GET shapes. */
-async function ringkvStandalone(context: Context, rows: ComparisonRow[]): Promise<string | undefined> {
-  let server: Server | undefined;
+/** One side of the standalone comparison: its durable server, its GET server, or why it is missing. */
+interface Side {
+  label: string;
+  durable?: Server;
+  reads?: Server;
+  failure?: string;
+}
+
+async function startSide(label: string, start: () => Promise<Pick<Side, "durable" | "reads">>, log: Context["log"]): Promise<Side> {
   try {
-    server = await startRingkvNode(context, makeDir(context, "ringkv-standalone"), { fsync: "always" });
-    context.log(`ringkv node (fsync always) on port ${server.port}, pid ${server.process.pid}`);
-    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
-      rows[i].ringkv = await measure(context, server.port, "ringkv", shape, "put");
-    }
-    const loaded = await loadKeys({ port: server.port, keyspace: KEYSPACE, valueSize: VALUE_SIZE, log: context.log });
-    if (loaded.failure !== undefined) throw new Error(`preload: ${loaded.failure}`);
-    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
-      rows[STANDALONE_SHAPES.length + i].ringkv = await measure(context, server.port, "ringkv", shape, "get");
-    }
-    return undefined;
+    const side: Side = { label, ...(await start()) };
+    log(`${label}: durable on port ${side.durable?.port} (pid ${side.durable?.process.pid}), ` +
+      `reads on port ${side.reads?.port} (pid ${side.reads?.process.pid})`);
+    return side;
   } catch (error) {
-    context.log(`ringkv standalone: ${(error as Error).message}`);
-    return (error as Error).message;
-  } finally {
-    if (server !== undefined) await server.process.stop();
+    log(`${label}: ${(error as Error).message}`);
+    return { label, failure: (error as Error).message };
   }
 }
 
-/** Runs Redis's side: PUT shapes on appendfsync always, GET shapes without persistence. */
-async function redisStandalone(context: Context, rows: ComparisonRow[]): Promise<string | undefined> {
-  let server: Server | undefined;
-  try {
-    server = await startRedis(makeDir(context, "redis-durable"), true);
-    context.log(`redis (appendfsync always) on port ${server.port}, pid ${server.process.pid}`);
-    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
-      rows[i].other = await measure(context, server.port, "redis", shape, "put");
-    }
-    await server.process.stop();
-    server = await startRedis(makeDir(context, "redis-memory"), false);
-    context.log(`redis (no persistence) on port ${server.port}, pid ${server.process.pid}`);
-    const loaded = await loadKeys({ port: server.port, keyspace: KEYSPACE, valueSize: VALUE_SIZE, log: context.log });
-    if (loaded.failure !== undefined) throw new Error(`preload: ${loaded.failure}`);
-    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
-      rows[STANDALONE_SHAPES.length + i].other = await measure(context, server.port, "redis", shape, "get");
-    }
-    return undefined;
-  } catch (error) {
-    context.log(`redis standalone: ${(error as Error).message}`);
-    return (error as Error).message;
-  } finally {
-    if (server !== undefined) await server.process.stop();
-  }
+/** Measures one cell unless the side already failed; a failed run marks the side failed. */
+async function cell(context: Context, side: Side, server: Server | undefined, shape: Shape, op: "put" | "get"): Promise<BenchResult | undefined> {
+  if (side.failure !== undefined || server === undefined) return undefined;
+  const result = await measure(context, server.port, side.label, shape, op);
+  if (result.failure !== undefined) side.failure = `${op.toUpperCase()} ${shapeLabel(shape)}: ${result.failure}`;
+  return result;
 }
 
+async function preloadSide(context: Context, side: Side): Promise<void> {
+  if (side.failure !== undefined || side.reads === undefined) return;
+  const loaded = await loadKeys({ port: side.reads.port, keyspace: KEYSPACE, valueSize: VALUE_SIZE, log: context.log });
+  if (loaded.failure !== undefined) side.failure = `preload: ${loaded.failure}`;
+}
+
+/**
+ * Every server up at once (idle ones cost nothing), cells alternating
+ * ringkv, Redis, ringkv, … so background load that drifts during the run
+ * hits both sides alike.
+ */
 async function standaloneSection(
   context: Context,
   skipRingkv: boolean,
@@ -508,9 +516,39 @@ async function standaloneSection(
     ...STANDALONE_SHAPES.map((shape) => ({ workload: "durable PUT", shape })),
     ...STANDALONE_SHAPES.map((shape) => ({ workload: "GET (preloaded)", shape })),
   ];
-  const ringkvFailure = skipRingkv ? "skipped (--skip-ringkv)" : await ringkvStandalone(context, rows);
-  const redisFailure = await redisStandalone(context, rows);
-  return { rows, ringkvFailure, redisFailure };
+  const ringkv: Side = skipRingkv
+    ? { label: "ringkv", failure: "skipped (--skip-ringkv)" }
+    : await startSide("ringkv", async () => {
+      // GETs go to the same fsync-always node: reads do not fsync, and it is the node users run.
+      const node = await startRingkvNode(context, makeDir(context, "ringkv-standalone"), { fsync: "always" });
+      return { durable: node, reads: node };
+    }, context.log);
+  const redis = await startSide("redis", async () => {
+    const durable = await startRedis(makeDir(context, "redis-durable"), true);
+    try {
+      return { durable, reads: await startRedis(makeDir(context, "redis-memory"), false) };
+    } catch (error) {
+      await durable.process.stop();
+      throw error;
+    }
+  }, context.log);
+  try {
+    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
+      rows[i].ringkv = await cell(context, ringkv, ringkv.durable, shape, "put");
+      rows[i].other = await cell(context, redis, redis.durable, shape, "put");
+    }
+    await preloadSide(context, ringkv);
+    await preloadSide(context, redis);
+    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
+      const row = rows[STANDALONE_SHAPES.length + i];
+      row.ringkv = await cell(context, ringkv, ringkv.reads, shape, "get");
+      row.other = await cell(context, redis, redis.reads, shape, "get");
+    }
+  } finally {
+    const servers = new Set([ringkv.durable, ringkv.reads, redis.durable, redis.reads]);
+    await Promise.all([...servers].map((server) => server?.process.stop()));
+  }
+  return { rows, ringkvFailure: ringkv.failure, redisFailure: redis.failure };
 }
 
 // ---------------------------------------------------------------------------
@@ -528,7 +566,7 @@ async function timeToFirstHit(
   while (performance.now() < deadline) {
     if (owner.hasExited) throw new Error(`exited during restart: ${owner.describe()}`);
     try {
-      const reply = await respCommand(port, ["GET", key], 1_000);
+      const reply = await respCommand(port, ["GET", key], { timeoutMs: 1_000 });
       if (reply.kind === ReplyKind.VALUE) {
         return { seconds: (performance.now() - owner.spawnedAt) / 1000, probesBeforeHit: probes };
       }
@@ -620,11 +658,11 @@ async function memorySection(
     server = await startRedis(redisDir, false);
     context.log(`redis (no persistence) on port ${server.port}, pid ${server.process.pid}`);
     server = await memoryOf(context, keys, server, async (previous) => {
-      const saved = await respCommand(previous.port, ["SAVE"], 120_000);
+      const saved = await respCommand(previous.port, ["SAVE"], { timeoutMs: 120_000 });
       if (saved.kind !== ReplyKind.OK) throw new Error(`SAVE: ${saved.text}`);
       redis.gracefulStop = await previous.process.stop();
       // Same flags as startRedis, same port: redis loads dump.rdb from --dir at start.
-      const managed = ManagedProcess.start("redis-server (restart from RDB)", "redis-server", [
+      const managed = ManagedProcess.start("redis-server", [
         "--port",
         String(previous.port),
         "--bind",
@@ -641,7 +679,7 @@ async function memorySection(
         "no",
         "--logfile",
         "",
-      ]);
+      ], { name: "redis-server (restart from RDB)" });
       return { port: previous.port, process: managed };
     }, redis);
   } catch (error) {
@@ -655,7 +693,7 @@ async function memorySection(
 
 /** Spawns a ringkv node without waiting for its port: the restart clock starts at spawn. */
 function startRingkvProcessOnly(context: Context, dataDir: string, port: number): ManagedProcess {
-  return ManagedProcess.start("ringkv node (restarted)", process.execPath, [
+  return ManagedProcess.start(process.execPath, [
     context.mainJs,
     "node",
     "--id",
@@ -670,7 +708,7 @@ function startRingkvProcessOnly(context: Context, dataDir: string, port: number)
     "never",
     "--log-level",
     "warn",
-  ]);
+  ], { name: "ringkv node (restarted)" });
 }
 
 // ---------------------------------------------------------------------------
@@ -698,7 +736,7 @@ async function startEtcd(context: Context): Promise<EtcdCluster> {
   for (const [i, name] of names.entries()) {
     const client = `http://127.0.0.1:${clientPorts[i]}`;
     const peer = `http://127.0.0.1:${peerPorts[i]}`;
-    const managed = ManagedProcess.start(`etcd ${name}`, "etcd", [
+    const managed = ManagedProcess.start("etcd", [
       "--name",
       name,
       "--data-dir",
@@ -723,7 +761,7 @@ async function startEtcd(context: Context): Promise<EtcdCluster> {
       "stderr",
       "--log-level",
       "warn",
-    ]);
+    ], { name: `etcd ${name}` });
     members.push({ name, clientPort: clientPorts[i], process: managed });
   }
   try {
@@ -901,34 +939,48 @@ function randomPrintable(size: number): Buffer {
 
 /** Options of the ringkv side of the replicated section. */
 interface ClusterOptions {
-  /** ZooKeeper connect string passed as --zk (the cluster command may start its own when absent). */
+  /** ZooKeeper connect string passed as --zk (without it `ringkv cluster` starts its own on port 2181). */
   zk: string | undefined;
   /** Extra flags for `ringkv cluster`. */
   extraArgs: string[];
 }
 
+/** Nodes of the benchmarked cluster: `ringkv cluster --nodes 3` puts every partition on all three. */
+const CLUSTER_NODES = 3;
+
 /**
- * The ringkv side of the replicated comparison: `ringkv cluster --base-port
- * <p>` (3 replicas of one partition), driven through its first node.
+ * The ringkv side of the replicated comparison: `ringkv cluster --nodes 3`
+ * (each partition replicated on all 3 nodes), connections spread
+ * round-robin over the 3 nodes; a node forwards what it does not lead.
  */
 async function ringkvCluster(context: Context, options: ClusterOptions, rows: ComparisonRow[]): Promise<string | undefined> {
-  // TODO(cluster integration): confirm the `ringkv cluster` flags (partition count, replica
-  // count, data dir) once src/cli/cluster.ts exists; the suite passes --base-port, --zk and
-  // --cluster-arg values through unchanged, and drives the node at --base-port (which
-  // forwards to the partition's leader as any node does).
+  // Integration hook: `ringkv cluster` makes one partition per node, so this is 3 partitions ×
+  // 3 replicas (3 leaders), not etcd's single group; a `--partitions 1` flag on the cluster
+  // command would make it exactly one 3-replica group (pass it with --cluster-arg=...).
   const clusterJs = path.join(path.dirname(context.mainJs), "cluster.js");
   if (!fs.existsSync(clusterJs)) return `not available yet: ${clusterJs} is not built (the \`ringkv cluster\` command)`;
-  const basePort = await freePort();
-  const args = [context.mainJs, "cluster", "--base-port", String(basePort)];
+  const basePort = await freePortRange(CLUSTER_NODES);
+  const ports = Array.from({ length: CLUSTER_NODES }, (_, i) => basePort + i);
+  const args = [
+    context.mainJs,
+    "cluster",
+    "--nodes",
+    String(CLUSTER_NODES),
+    "--base-port",
+    String(basePort),
+    "--data-dir",
+    makeDir(context, "ringkv-cluster"),
+    "--fresh",
+  ];
   if (options.zk !== undefined) args.push("--zk", options.zk);
   args.push(...options.extraArgs);
-  const managed = ManagedProcess.start("ringkv cluster", process.execPath, args);
+  const managed = ManagedProcess.start(process.execPath, args, { name: "ringkv cluster" });
   try {
-    await waitForPort(basePort, managed, CLUSTER_READY_TIMEOUT_MS);
-    await waitForFirstWrite(basePort, managed);
-    context.log(`ringkv cluster accepting writes on port ${basePort}, pid ${managed.pid}`);
+    for (const port of ports) await waitForPort(port, managed, { timeoutMs: CLUSTER_READY_TIMEOUT_MS });
+    for (const port of ports) await waitForFirstWrite(port, managed);
+    context.log(`ringkv cluster accepting writes on ports ${ports.join(",")}, pid ${managed.pid}`);
     for (const [i, shape] of CLUSTER_SHAPES.entries()) {
-      rows[i].ringkv = await measure(context, basePort, "ringkv cluster", shape, "put");
+      rows[i].ringkv = await measure(context, ports, "ringkv cluster", shape, "put");
     }
     return undefined;
   } catch (error) {
@@ -937,6 +989,26 @@ async function ringkvCluster(context: Context, options: ClusterOptions, rows: Co
   } finally {
     await managed.stop();
   }
+}
+
+/** The first of `count` consecutive ports free on 127.0.0.1 right now. */
+async function freePortRange(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const first = await freePort();
+    if (first + count > 65535) continue;
+    let free = true;
+    for (let i = 1; i < count && free; i++) free = await portIsFree(first + i);
+    if (free) return first;
+  }
+  throw new Error(`no ${count} consecutive free ports found`);
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
 }
 
 /** Retries one PUT until the cluster acknowledges it (leaders elected, quorum up). */
@@ -1080,10 +1152,13 @@ function targetLine(name: string, row: ComparisonRow | undefined, target: number
   return `- ${name}: ${ratio.toFixed(2)}× ${versus} (target ≥ ${target}×) — **${ratio >= target ? "met" : "not met"}**`;
 }
 
+/** Characters of a failure reason shown under a table. */
+const FAILURE_TEXT_LIMIT = 400;
+
 function failureLines(failures: Record<string, string | undefined>): string[] {
   return Object.entries(failures)
     .filter((entry): entry is [string, string] => entry[1] !== undefined)
-    .map(([who, why]) => `- ${who}: ${why.split("\n")[0]}`);
+    .map(([who, why]) => `- ${who}: ${why.replace(/\s+/g, " ").slice(0, FAILURE_TEXT_LIMIT)}`);
 }
 
 /** Renders the report as Markdown (what is printed, and what --write-docs puts between the markers). */
@@ -1169,9 +1244,11 @@ export function renderMarkdown(report: SuiteReport): string {
     }
     lines.push(
       "",
-      "ringkv: RESP SET through one node of a 3-replica partition, C connections × P pipelined. " +
+      "ringkv: RESP SET, C connections × P pipelined, spread over the 3 nodes of `ringkv cluster --nodes 3` " +
+        "(3 partitions, each replicated on all 3 nodes; a node forwards what it does not lead). " +
         `etcd: \`POST /v3/kv/put\` (JSON gateway, base64) to the leader${c.etcdLeader ? ` (${c.etcdLeader})` : ""}, ` +
         "one keep-alive HTTP/1.1 connection per request in flight (HTTP/1.1 cannot pipeline).",
+      "",
       ...failureLines({ "ringkv cluster": c.ringkvFailure, "etcd": c.etcdFailure }),
       "",
     );
@@ -1296,6 +1373,8 @@ export function hasFailures(report: SuiteReport, skipRingkv: boolean): boolean {
   const rows = [...(report.standalone?.rows ?? []), ...(report.cluster?.rows ?? [])];
   if (rows.some((row) => bad(row.ringkv) || bad(row.other))) return true;
   if (report.standalone?.redisFailure !== undefined || report.cluster?.etcdFailure !== undefined) return true;
+  const clusterFailure = report.cluster?.ringkvFailure;
+  if (!skipRingkv && clusterFailure !== undefined && !clusterFailure.startsWith("not run")) return true;
   if (!skipRingkv && report.standalone?.ringkvFailure !== undefined) return true;
   if (report.memory?.redis.failure !== undefined) return true;
   if (!skipRingkv && report.memory?.ringkv.failure !== undefined) return true;
@@ -1331,7 +1410,8 @@ shapes, and prints a Markdown table.
 Exit code: 0 measured (targets met or not: these are benchmarks); 1 a server
 did not start or a run failed or saw errors; 2 bad flags.`;
 
-interface SuiteArgs {
+/** Parsed `ringkv bench-suite` flags. */
+export interface SuiteArgs {
   options: SuiteOptions;
   writeDocs: boolean;
   docsPath: string;

@@ -66,7 +66,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error("ringkv cluster: ZooKeeper is not installed (apt-get install zookeeper), and --zk was not given");
       return 1;
     }
-    zookeeper = await startZooKeeper({ port: 2181, dataDir: path.join(dataDir, "zookeeper"), tickTime: 200, keep: true });
+    zookeeper = await startZooKeeper({ port: 2181, dataDir: path.join(dataDir, "zookeeper"), tickTime: 200, handleSignals: false });
     connect = zookeeper.connect;
     console.log(`ZooKeeper      ${connect} (pid ${zookeeper.pid}, data in ${path.join(dataDir, "zookeeper")})`);
   }

@@ -19,6 +19,7 @@ commands:
   bench        load generator (ringkv bench --help)
   bench-suite  the benchmark comparison behind npm run bench
   sim          deterministic simulation of the replication core (npm run sim)
+  drill        failover drill against a local cluster or docker compose
 
 flags: --help, --version`;
 
@@ -47,6 +48,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./bench.ts")).main(rest);
     case "bench-suite":
       return (await import("./bench_suite.ts")).main(rest);
+    case "drill":
+      return (await import("./drill.ts")).main(rest);
     case "sim":
       return (await import("./sim.ts")).main(rest);
     default:
@@ -71,6 +74,16 @@ async function runNode(argv: string[]): Promise<number> {
     throw error;
   }
   const { startNode } = await import("../node/node.ts");
+  // Signals are caught from the start: one that arrives while the node is
+  // still starting stops it cleanly as soon as it is up.
+  let signalled: string | undefined;
+  let wake: (() => void) | undefined;
+  function onSignal(signal: string): void {
+    signalled ??= signal;
+    wake?.();
+  }
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGINT", () => onSignal("SIGINT"));
   let node: RunningNode;
   try {
     node = await startNode(config);
@@ -78,20 +91,14 @@ async function runNode(argv: string[]): Promise<number> {
     console.error(`ringkv node: cannot start: ${(error as Error).message}`);
     return 1;
   }
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    function stop(signal: string): void {
-      if (stopping) return;
-      stopping = true;
-      node.logger.info("shutdown", { signal });
-      node.close().then(resolve, (error) => {
-        node.logger.error("shutdown_failed", { error });
-        resolve();
-      });
-    }
-    process.on("SIGTERM", () => stop("SIGTERM"));
-    process.on("SIGINT", () => stop("SIGINT"));
-  });
+  if (signalled === undefined) await new Promise<void>((resolve) => (wake = resolve));
+  node.logger.info("shutdown", { signal: signalled });
+  try {
+    await node.close();
+  } catch (error) {
+    node.logger.error("shutdown_failed", { error });
+    return 1;
+  }
   return 0;
 }
 

@@ -20,6 +20,8 @@ import { joinCluster, type Cluster, type LeaderInfo, type NodeInfo } from "../cl
 import { PeerError } from "../net/peer_client.ts";
 import type { Reply } from "../protocol/types.ts";
 import { VERSION } from "../cli/version.ts";
+import { collectPartitions, createNodeMetrics, instrumentHandler, stateSamples, ZK_SESSION_STATES } from "../server/metrics.ts";
+import { startHttpServer, type HttpServer } from "../server/http.ts";
 import type { RunningNode } from "./node.ts";
 
 /** Heartbeat interval of every replicated partition. */
@@ -67,6 +69,9 @@ class ClusterNode implements PeerHandler {
   private server: Server | undefined;
   private session = "connecting";
   private closed = false;
+  private readonly metrics = createNodeMetrics();
+  private http: HttpServer | undefined;
+  private ready = false;
 
   constructor(private readonly config: NodeConfig, private readonly logger: Logger, private readonly dataDir: string) {
     this.transport = new Transport({
@@ -113,15 +118,18 @@ class ClusterNode implements PeerHandler {
       stats: () => ({ connections: this.server?.connections() ?? 0 }),
     });
     this.router = router;
+    collectPartitions(this.metrics, () => [...this.replicas.values()].map((r) => r.status()));
+    this.metrics.collect("ringkv_connections", () => [{ value: this.server?.connections() ?? 0 }]);
+    this.metrics.collect("ringkv_zk_session_state", () => stateSamples(this.session, { label: "state", known: ZK_SESSION_STATES }));
     this.server = await startServer(
-      {
+      instrumentHandler({
         handle: (request, context) => router.handle(request, context),
         closed: (context) => this.snapshotReceivers.delete(context.id),
-      },
+      }, this.metrics),
       {
         host: this.config.host,
         port: this.config.port,
-        maxLine: Math.max(this.config.maxLine, 64 * 1_048_576), // peers send large REPLICATE batches and snapshot chunks
+        maxLine: this.config.maxLine,
         idleTimeoutMs: this.config.idleTimeoutMs,
         maxConnections: this.config.maxConnections,
         logger: this.logger,
@@ -154,13 +162,35 @@ class ClusterNode implements PeerHandler {
       expectNodes: this.config.expectNodes,
       version: VERSION,
     });
+    if (this.config.httpPort !== undefined) {
+      this.http = await startHttpServer({
+        host: this.config.host,
+        port: this.config.httpPort,
+        router,
+        metrics: this.metrics,
+        health: () => this.health(),
+        maxBodyBytes: this.config.maxLine,
+        logger: this.logger,
+      });
+    }
     this.cluster.ready.then(
-      () => this.logger.always("cluster_ready", { nodes: this.nodes.size, partitions: this.ring.partitions }),
+      () => {
+        this.ready = true;
+        this.logger.always("cluster_ready", { nodes: this.nodes.size, partitions: this.ring.partitions });
+      },
       (error) => this.logger.error("cluster_barrier_failed", { error }),
     );
   }
 
   private router: ReturnType<typeof createRouter> | undefined;
+
+  /** For GET /health: 200 only while this node can serve. */
+  private health(): { ok: boolean; reason?: string } {
+    if (this.closed) return { ok: false, reason: "shutting down" };
+    if (this.session !== "connected") return { ok: false, reason: `ZooKeeper session is ${this.session}` };
+    if (!this.ready) return { ok: false, reason: `waiting for ${this.config.expectNodes} nodes (--expect-nodes)` };
+    return { ok: true };
+  }
 
   // ---- ZooKeeper events ----
 
@@ -415,6 +445,7 @@ class ClusterNode implements PeerHandler {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.http?.close();
     await this.server?.close();
     for (const replica of this.replicas.values()) replica.stepDown("shutdown");
     await this.cluster?.close().catch((error) => this.logger.warn("zk_close_failed", { error }));

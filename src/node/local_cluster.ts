@@ -198,7 +198,7 @@ export function requestLine(host: string, port: number, line: string, timeoutMs:
     let buffer = "";
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`no reply from ${host}:${port} within ${timeoutMs} ms`));
+      reject(new Error(`no reply from ${host}:${port} to ${line.slice(0, 40)} within ${timeoutMs} ms`));
     }, timeoutMs);
     socket.on("connect", () => socket.write(line + "\n"));
     socket.on("data", (chunk) => {
@@ -213,6 +213,10 @@ export function requestLine(host: string, port: number, line: string, timeoutMs:
     socket.on("error", (error) => {
       clearTimeout(timer);
       reject(error);
+    });
+    socket.on("close", () => {
+      clearTimeout(timer);
+      reject(new Error(`connection to ${host}:${port} closed without a reply`));
     });
   });
 }

@@ -14,6 +14,8 @@ import { lockDataDir } from "../storage/lock.ts";
 import { openStandalonePartition } from "../replication/standalone.ts";
 import type { PartitionHandle } from "../replication/partition.ts";
 import { VERSION } from "../cli/version.ts";
+import { collectPartitions, createNodeMetrics, instrumentHandler } from "../server/metrics.ts";
+import { startHttpServer, type HttpServer } from "../server/http.ts";
 
 /** A started node. */
 export interface RunningNode {
@@ -44,6 +46,7 @@ async function startStandaloneNode(config: NodeConfig, logger: Logger): Promise<
         fsync: config.fsync,
         snapshotEvery: config.snapshotEvery,
         logger,
+        nodeId: config.id,
       }));
     }
   } catch (error) {
@@ -61,6 +64,9 @@ async function startStandaloneNode(config: NodeConfig, logger: Logger): Promise<
     info: () => ({ mode: "standalone", fsync: config.fsync }),
   };
   let server: Server | undefined;
+  const metrics = createNodeMetrics();
+  collectPartitions(metrics, () => [...partitions.values()].map((p) => p.status()));
+  metrics.collect("ringkv_connections", () => [{ value: server?.connections() ?? 0 }]);
   const router = createRouter(topology, {
     nodeId: config.id,
     version: VERSION,
@@ -70,7 +76,7 @@ async function startStandaloneNode(config: NodeConfig, logger: Logger): Promise<
     stats: () => ({ connections: server?.connections() ?? 0 }),
   });
   try {
-    server = await startServer(router, {
+    server = await startServer(instrumentHandler(router, metrics), {
       host: config.host,
       port: config.port,
       maxLine: config.maxLine,
@@ -82,6 +88,25 @@ async function startStandaloneNode(config: NodeConfig, logger: Logger): Promise<
     for (const p of partitions.values()) await p.close().catch(() => {});
     lock.release();
     throw error;
+  }
+  let httpServer: HttpServer | undefined;
+  if (config.httpPort !== undefined) {
+    try {
+      httpServer = await startHttpServer({
+        host: config.host,
+        port: config.httpPort,
+        router,
+        metrics,
+        health: () => ({ ok: true }),
+        maxBodyBytes: config.maxLine,
+        logger,
+      });
+    } catch (error) {
+      await server.close();
+      for (const p of partitions.values()) await p.close().catch(() => {});
+      lock.release();
+      throw error;
+    }
   }
   const running = server;
   if (config.fsync === "never") logger.warn("fsync_disabled", { message: "--fsync never: acknowledged writes can be lost on a crash; benchmarks only" });
@@ -100,6 +125,7 @@ async function startStandaloneNode(config: NodeConfig, logger: Logger): Promise<
     logger,
     close() {
       closing ??= (async () => {
+        await httpServer?.close();
         await running.close();
         for (const p of partitions.values()) await p.close();
         lock.release();

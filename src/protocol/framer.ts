@@ -90,7 +90,7 @@ type State =
  * and gives one `too_large` frame at its end, keeping the stream in sync.
  */
 export class Framer {
-  readonly #maxLine: number;
+  #maxLine: number;
   #state: State = "start";
   /** Bytes of request data currently held (a partial line, or a RESP array's args and partial bulk). */
   #held = 0;
@@ -125,6 +125,16 @@ export class Framer {
     const maxLine = options.maxLine ?? DEFAULT_MAX_LINE;
     assert(Number.isSafeInteger(maxLine) && maxLine >= 1, `maxLine must be a positive integer, got ${maxLine}`);
     this.#maxLine = maxLine;
+  }
+
+  /**
+   * Raises the limit for the rest of the stream (an authenticated peer sends
+   * replication batches and snapshot chunks far larger than a client's line).
+   * Never lowers it: what is already held stays within bounds.
+   */
+  raiseMaxLine(maxLine: number): void {
+    assert(Number.isSafeInteger(maxLine) && maxLine >= 1, `maxLine must be a positive integer, got ${maxLine}`);
+    if (maxLine > this.#maxLine) this.#maxLine = maxLine;
   }
 
   /** Bytes of request data currently held: at most `maxLine + 1`. */

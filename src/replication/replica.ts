@@ -107,6 +107,7 @@ export class ReplicatedPartition implements PartitionHandle {
   private leaderHint: { id: string; address: string } | undefined;
   private nextId = 1;
   private readonly writes = new Map<number, PendingWrite>();
+  private lastWrite: Promise<Outcome> | undefined;
   private readonly reads = new Map<number, PendingRead>();
   private readonly applied = new Map<number, ApplyResult>();
   private scheduled = false;
@@ -212,7 +213,7 @@ export class ReplicatedPartition implements PartitionHandle {
   write(proposal: Proposal): Promise<Outcome> {
     if (!this.serving || this.broken) return Promise.resolve(this.notLeader());
     const id = this.nextId++;
-    return new Promise((resolve) => {
+    const done = new Promise<Outcome>((resolve) => {
       const timer = setTimeout(() => {
         this.writes.delete(id);
         resolve({ type: "timeout", message: "the write was not confirmed in time; its outcome is unknown" });
@@ -220,9 +221,19 @@ export class ReplicatedPartition implements PartitionHandle {
       this.writes.set(id, { resolve, timer });
       this.step({ type: "propose", id, proposal });
     });
+    this.lastWrite = done;
+    return done;
   }
 
   read(key: string, options: ReadOptions): Outcome | Promise<Outcome> {
+    if (this.writes.size > 0 && this.lastWrite !== undefined) {
+      // Requests take effect in arrival order: a read waits for the writes before it.
+      return this.lastWrite.then(() => this.readAfterWrites(key, options));
+    }
+    return this.readAfterWrites(key, options);
+  }
+
+  private readAfterWrites(key: string, options: ReadOptions): Outcome | Promise<Outcome> {
     if (options.local) return this.localRead(key);
     if (!this.serving || this.broken) return this.notLeader();
     const id = this.nextId++;
@@ -262,8 +273,14 @@ export class ReplicatedPartition implements PartitionHandle {
       appliedIndex: this.store.appliedIndex,
       lastIndex: core.lastIndex,
       keys: this.store.size,
-      followers: core.followers,
+      followers: this.followers(core.commitIndex),
     };
+  }
+
+  /** Replication progress per follower, when the core exposes it (leaders only). */
+  private followers(commitIndex: number): PartitionStatus["followers"] {
+    const progress = this.core.progress?.() ?? [];
+    return progress.map((p) => ({ id: p.id, matchIndex: p.matchIndex, lag: Math.max(0, commitIndex - p.matchIndex) }));
   }
 
   async close(): Promise<void> {
@@ -370,9 +387,9 @@ export class ReplicatedPartition implements PartitionHandle {
 
   private onCoreEvent(event: { kind: string; detail: Record<string, unknown> }): void {
     this.options.logger.always(event.kind, { partition: this.name, ...event.detail });
-    if (event.kind === "leader_ready") {
+    if (event.kind === "serving") {
       this.options.onLeaderReady(this.name, Number(event.detail.epoch));
-    } else if (event.kind === "leader_lost" || event.kind === "stepped_down") {
+    } else if (event.kind === "step_down" || event.kind === "fenced") {
       if (this.serving) this.serving = false;
       this.options.onLeaderLost(this.name);
     }

@@ -21,6 +21,8 @@ export interface StandaloneOptions {
   /** Snapshot after this many log entries since the last one. */
   snapshotEvery: number;
   logger: Logger;
+  /** This node's id (the leader of every standalone partition, for INFO). */
+  nodeId: string;
 }
 
 /** Opens (replaying its log) a partition served by this node alone. */
@@ -58,6 +60,8 @@ class StandalonePartition implements PartitionHandle {
   private readonly pending: PendingWrite[] = [];
   private snapshotting = false;
   private closed = false;
+  /** The newest write in flight: a read waits for it, so requests take effect in the order they arrive. */
+  private lastWrite: Promise<Outcome> | undefined;
 
   constructor(
     readonly name: string,
@@ -77,7 +81,7 @@ class StandalonePartition implements PartitionHandle {
       key: proposal.key,
       value: proposal.value,
     };
-    return new Promise((resolve) => {
+    const done = new Promise<Outcome>((resolve) => {
       const write: PendingWrite = { entry, durable: false, resolve };
       this.pending.push(write);
       this.log.append([entry]).then(
@@ -88,6 +92,8 @@ class StandalonePartition implements PartitionHandle {
         (error) => this.failStorage(error),
       );
     });
+    this.lastWrite = done;
+    return done;
   }
 
   private applyDurable(): void {
@@ -128,7 +134,14 @@ class StandalonePartition implements PartitionHandle {
     );
   }
 
-  read(key: string, _options: ReadOptions): Outcome {
+  read(key: string, options: ReadOptions): Outcome | Promise<Outcome> {
+    if (this.pending.length > 0 && this.lastWrite !== undefined) {
+      return this.lastWrite.then(() => this.readNow(key));
+    }
+    return this.readNow(key);
+  }
+
+  private readNow(key: string): Outcome {
     if (this.closed) return { type: "unavailable", message: "the node is shutting down" };
     const value = this.store.get(key);
     return value === undefined ? { type: "not_found" } : { type: "value", value };
@@ -140,7 +153,7 @@ class StandalonePartition implements PartitionHandle {
       role: "standalone",
       epoch: STANDALONE_EPOCH,
       promisedEpoch: STANDALONE_EPOCH,
-      leader: undefined,
+      leader: this.options.nodeId,
       commitIndex: this.store.appliedIndex,
       appliedIndex: this.store.appliedIndex,
       lastIndex: this.lastIndex,

@@ -61,7 +61,7 @@ export class Transport implements ReplicaTransport {
   }
 
   send(message: PeerMessage): void {
-    this.client(message.to)?.send(`REPLICATE ${encodeMessage(message)}`);
+    this.client(message.to)?.send(encodeMessage(message));
   }
 
   sendSnapshot(to: string, partition: string, image: SnapshotImage): void {

@@ -44,6 +44,8 @@ export type PeerMessage =
     from: string;
     to: string;
     epoch: number;
+    /** The request's `fromIndex`: tells a reply from a stale duplicate. */
+    fromIndex: number;
     ok: boolean;
     entries: LogEntry[];
     lastIndex: number;
@@ -88,7 +90,14 @@ export type PeerMessage =
 
 /** Events a host feeds into {@linkcode ReplicaCore.step}. */
 export type CoreEvent =
-  /** The election (ZooKeeper, or the simulation's) made this node the candidate leader with `epoch`. */
+  /**
+   * The election (ZooKeeper, or the simulation's) made this node the candidate
+   * leader with `epoch` (an integer >= 1; every later leader gets a higher
+   * one, e.g. the candidate znode's sequence number + 1). Campaigning again in
+   * the same epoch after a `step_down` is allowed within one process (the
+   * session survived); an epoch already promised to another is refused
+   * (event `campaign_refused`).
+   */
   | { type: "campaign"; epoch: number }
   /** This node must stop leading now (lost the election, ZooKeeper deadline passed, session expired, shutdown). */
   | { type: "step_down" }
@@ -109,14 +118,11 @@ export type CoreEvent =
   | { type: "persisted"; persistId: number }
   /**
    * The host durably installed a snapshot of committed state through (index,
-   * epoch) and reset its store to it. Precondition: `index` above
-   * `status().commitIndex` when the host decided to install (a snapshot at or
-   * below the commit index is useless; the core tolerates it only if the
-   * entry at `index` matches). The host leaves its log alone: entries at or
-   * below `index` are superseded by the snapshot (skip them on replay), and if
-   * the core's log does not hold (index, epoch) it asks, in a later
-   * `Ready.persist`, to truncate everything after `index`. Committed entries
-   * after `index` are then emitted again in `Ready.committed`.
+   * epoch): its store is that state and its log was reset to it (writes
+   * handed out before were carried out first; the log continues at index +
+   * 1). Install only when `ReplicaCore.wantsSnapshot(index, epoch)` said so.
+   * Committed entries after `index` are then emitted again in
+   * `Ready.committed`; committed entries not yet taken are superseded.
    */
   | { type: "snapshot_installed"; index: number; epoch: number }
   /**
@@ -138,6 +144,9 @@ export interface Ready {
    * Durable work, in order: persist `promisedEpoch` (if set), drop log
    * entries after `truncateAfter` (if set), then append `entries`; fsync;
    * then step `{ type: "persisted", persistId }`. Undefined: nothing to persist.
+   * Persists are carried out and acknowledged in the order handed out (a
+   * crash may keep any prefix of them, even part of one). `entries` continue
+   * the log the earlier persists (and a snapshot installation) leave.
    */
   persist?: {
     persistId: number;
@@ -149,15 +158,37 @@ export interface Ready {
   messages: PeerMessage[];
   /** Newly committed entries, in index order: apply them to the store. */
   committed: LogEntry[];
-  /** Outcomes of proposals: the id's entry is in `committed` (of this or an earlier Ready) — apply first, then answer. */
+  /**
+   * Outcomes of proposals: the id's entry is in `committed` (of this or an
+   * earlier Ready) — apply first, then answer. A result whose entry an
+   * installed snapshot superseded before it was handed out comes as
+   * `failure: "unknown"` (its apply outcome cannot be known).
+   */
   results: Array<{ id: number; index: number } | { id: number; failure: Failure }>;
   /** Reads that may now be served from applied state (everything in `committed` applied first). */
   reads: Array<{ id: number } | { id: number; failure: Failure }>;
-  /** Send a snapshot of the applied state to member `to` (it fell behind the log's start). */
+  /**
+   * Stream a snapshot of the applied state (committed, so any epoch's) to
+   * member `to`: it needs entries before this log's start. Asked again after
+   * SNAPSHOT_RETRY_HEARTBEATS without word; ignore a repeat while still
+   * streaming to `to`. The receiving host installs it only if its core's
+   * `wantsSnapshot(index, epoch)` is true, then steps `snapshot_installed`.
+   * No epoch check is needed on snapshots: they hold committed state only.
+   */
   sendSnapshot: Array<{ to: string }>;
-  /** Ask the host to install the snapshot it is receiving/received from `from` (candidate recovery). */
+  /**
+   * Candidate recovery: ask member `from`'s host to stream its snapshot
+   * (applied state) here; install it as above.
+   */
   needSnapshotFrom: Array<{ from: string }>;
-  /** Role changes to log and report (elections, epoch changes, fencing rejections). */
+  /**
+   * What happened, to log and report. Kinds: campaign, campaign_refused,
+   * promised (a majority promised; detail.source holds the best log),
+   * leading (noop appended), serving (noop committed), step_down, fenced
+   * (a higher epoch exists: this leader is deposed), fencing_rejection (a
+   * stale-epoch message refused), recovery_restart, snapshot_needed,
+   * snapshot_send, snapshot_installed, stale_tail_dropped, invalid_message.
+   */
   events: Array<{ kind: string; detail: Record<string, unknown> }>;
 }
 
@@ -181,7 +212,7 @@ export interface CoreOptions {
   recovered: RecoveredState;
   /** Heartbeat interval in ms of the tick clock. */
   heartbeatMs?: number;
-  /** Maximum entries in one replicate message. */
+  /** Maximum entries in one replicate or fetch_reply message. */
   maxBatchEntries?: number;
   /** Maximum entries a leader keeps in flight to one member before waiting for acks. */
   maxInflightEntries?: number;
@@ -211,4 +242,15 @@ export interface CoreStatus {
   durableIndex: number;
   snapshotIndex: number;
   snapshotEpoch: number;
+}
+
+/** A leader's view of one other member; see {@linkcode ReplicaCore.progress}. */
+export interface MemberProgress {
+  id: string;
+  /** Highest index known to match the leader and be durable on that member. */
+  matchIndex: number;
+  /** Next index the leader will send it. */
+  nextIndex: number;
+  /** True while the leader waits for it to install a snapshot. */
+  snapshotting: boolean;
 }

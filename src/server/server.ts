@@ -6,7 +6,7 @@
  * @module
  */
 import net from "node:net";
-import { Framer } from "../protocol/framer.ts";
+import { Framer, type Frame } from "../protocol/framer.ts";
 import { parseFrame } from "../protocol/parse.ts";
 import { encodeReply } from "../protocol/encode.ts";
 import type { Dialect, Reply, Request } from "../protocol/types.ts";
@@ -14,6 +14,12 @@ import type { Logger } from "../log/log.ts";
 
 /** Requests a connection may have in flight before the server stops reading it. */
 export const MAX_INFLIGHT_PER_CONNECTION = 4096;
+/** Longest line an authenticated peer may send (replication batches, snapshot chunks). */
+export const MAX_PEER_LINE_BYTES = 256 * 1_048_576;
+/** Replies are pushed to the socket at least every this many requests of one read. */
+const FLUSH_EVERY_REQUESTS = 8;
+/** How long a closing connection may linger before it is destroyed. */
+const LINGER_MS = 5000;
 /** Unsent reply bytes a connection may hold before the server stops reading it. */
 export const MAX_PENDING_OUTPUT_BYTES = 8 * 1_048_576;
 
@@ -115,6 +121,9 @@ class Connection {
   private flushScheduled = false;
   private drained: (() => void) | undefined;
   private lastDialect: Dialect = "line";
+  /** Frames read but not dispatched yet (held while the connection is over its limits). */
+  private backlog: Frame[] = [];
+  private backlogAt = 0;
   private endWhenDone = false;
 
   constructor(
@@ -152,12 +161,58 @@ class Connection {
       this.socket.destroy();
       return;
     }
-    for (const frame of frames) {
-      if (this.ending) break;
-      const request = parseFrame(frame, { maxLine: this.options.maxLine });
-      this.dispatch(request);
+    if (this.backlogAt === this.backlog.length) {
+      this.backlog = frames;
+      this.backlogAt = 0;
+    } else {
+      for (const frame of frames) this.backlog.push(frame);
     }
-    this.maybePause();
+    this.drainBacklog();
+  }
+
+  /**
+   * Dispatches held frames while the connection is within its limits. Replies
+   * are flushed every few requests so that unsent bytes are counted as they
+   * grow: one small write of many GETs for a big value cannot pile up
+   * gigabytes of replies before the limit is looked at.
+   */
+  private drainBacklog(): void {
+    let dispatched = 0;
+    while (this.backlogAt < this.backlog.length) {
+      if (this.ending) break;
+      if (this.overLimits()) {
+        this.pause();
+        return;
+      }
+      const frame = this.backlog[this.backlogAt++];
+      const request = parseFrame(frame, { maxLine: this.options.maxLine });
+      const wasPeer = this.context.peer !== undefined;
+      this.dispatch(request);
+      if (!wasPeer && this.context.peer !== undefined) this.framer.raiseMaxLine(MAX_PEER_LINE_BYTES);
+      if (++dispatched % FLUSH_EVERY_REQUESTS === 0) this.flush();
+    }
+    this.backlog = [];
+    this.backlogAt = 0;
+    if (this.overLimits()) this.pause();
+  }
+
+  private overLimits(): boolean {
+    return this.pending() >= MAX_INFLIGHT_PER_CONNECTION || this.socket.writableLength >= MAX_PENDING_OUTPUT_BYTES;
+  }
+
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  /** Ends our side; keeps reading (and discarding) so the client's close is seen, and destroys a socket that lingers. */
+  private finish(data?: Buffer): void {
+    this.ending = true;
+    if (data === undefined) this.socket.end();
+    else this.socket.end(data);
+    this.socket.resume();
+    setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
   }
 
   private dispatch(request: Request): void {
@@ -226,11 +281,11 @@ class Connection {
       this.socket.write(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
     }
     if (quit) {
-      this.socket.end();
+      this.finish();
       return;
     }
     if (this.pending() === 0) {
-      if (this.endWhenDone) this.socket.end();
+      if (this.endWhenDone) this.finish();
       this.drained?.();
     }
     this.maybeResume();
@@ -240,20 +295,12 @@ class Connection {
     return this.queue.length - this.head;
   }
 
-  /** Backpressure: stop reading while too much is in flight or unsent. */
-  private maybePause(): void {
-    if (this.paused) return;
-    if (this.pending() >= MAX_INFLIGHT_PER_CONNECTION || this.socket.writableLength >= MAX_PENDING_OUTPUT_BYTES) {
-      this.paused = true;
-      this.socket.pause();
-    }
-  }
-
   private maybeResume(): void {
     if (!this.paused || this.ending) return;
     if (this.pending() < MAX_INFLIGHT_PER_CONNECTION / 2 && this.socket.writableLength < MAX_PENDING_OUTPUT_BYTES / 2) {
       this.paused = false;
-      this.socket.resume();
+      this.drainBacklog();
+      if (!this.paused) this.socket.resume();
     }
   }
 
@@ -261,14 +308,13 @@ class Connection {
   private onClientEnd(): void {
     this.ending = true;
     this.endWhenDone = true;
-    if (this.pending() === 0) this.socket.end();
+    if (this.pending() === 0) this.finish();
   }
 
   private onIdle(): void {
     if (this.pending() > 0 || this.paused) return; // busy, not idle: the timer re-arms on activity
-    this.ending = true;
     // Said in the dialect the client last used, so a RESP client sees a RESP reply.
-    this.socket.end(encodeReply({ type: "bye", reason: "idle" }, { dialect: this.lastDialect, command: "QUIT" }));
+    this.finish(encodeReply({ type: "bye", reason: "idle" }, { dialect: this.lastDialect, command: "QUIT" }));
   }
 
   /** Shutdown: stop reading, wait (bounded) until in-flight replies are written, then end. */

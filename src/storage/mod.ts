@@ -17,3 +17,5 @@ export {
 } from "./partition_log.ts";
 export type { AppendOptions, PartitionLogOptions, PartitionLogStats, Recovery } from "./partition_log.ts";
 export { MAX_KEY_BYTES, MAX_VALUE_BYTES } from "./record.ts";
+export { lockDataDir } from "./lock.ts";
+export type { DataDirLock } from "./lock.ts";

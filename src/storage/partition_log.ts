@@ -47,6 +47,8 @@ export { CorruptionError } from "./record.ts";
 
 /** A segment that reaches this size is closed and the next batch starts a new one (64 MiB). */
 export const SEGMENT_MAX_BYTES = 64 * 1024 * 1024;
+/** Largest allowed segmentMaxBytes option (1 GiB). */
+const SEGMENT_MAX_BYTES_LIMIT = 1024 * 1024 * 1024;
 /** A batch stops taking further append() calls once it holds this many bytes (16 MiB); it always takes at least one call. */
 export const BATCH_MAX_BYTES = 16 * 1024 * 1024;
 /** Encoded size limit of one append() call (128 MiB). */
@@ -65,6 +67,8 @@ export interface PartitionLogOptions {
   fsync?: "always" | "never";
   /** Called for notable events (torn tail cut, segment deleted, snapshot written): one structured object. */
   log?: (event: string, detail: Record<string, unknown>) => void;
+  /** Start a new segment once the current one reaches this size. Default {@linkcode SEGMENT_MAX_BYTES}; small values are for tests. */
+  segmentMaxBytes?: number;
 }
 
 /** What {@linkcode openPartitionLog} found on disk. */
@@ -134,7 +138,7 @@ interface RotateItem {
 
 interface InstallItem {
   kind: "install";
-  snapshot: SerializedSnapshot & { index: number; epoch: number; promisedEpoch: number };
+  snapshot: SerializedSnapshot;
   /** Earlier snapshot jobs, which must finish first. */
   previous: Promise<void>;
   done: Deferred<void>;
@@ -181,6 +185,12 @@ export async function openPartitionLog(
   options: PartitionLogOptions = {},
 ): Promise<{ log: PartitionLog; recovery: Recovery }> {
   assert(PARTITION_NAME.test(partition) && partition !== "." && partition !== "..", `unsafe partition name ${JSON.stringify(partition)}`);
+  const segmentMaxBytes = options.segmentMaxBytes ?? SEGMENT_MAX_BYTES;
+  // Replay reads a whole segment into memory: keep segments well below Buffer limits.
+  assert(
+    Number.isSafeInteger(segmentMaxBytes) && segmentMaxBytes > 0 && segmentMaxBytes <= SEGMENT_MAX_BYTES_LIMIT,
+    `segmentMaxBytes must be in [1, ${SEGMENT_MAX_BYTES_LIMIT}]`,
+  );
   const emit = options.log ?? noop;
   const path = join(dir, partition);
   await mkdir(dir, { recursive: true });
@@ -212,7 +222,7 @@ export async function openPartitionLog(
   // Newest snapshot that passes its checks; bad newer ones are bypassed only
   // if the log still covers them (checked after replay).
   let base: LoadedSnapshot | undefined;
-  const badSnapshots: { file: string; index: number; why: string }[] = [];
+  const badSnapshots: { file: string; index: number; error: CorruptionError }[] = [];
   for (const index of snapshotIndexes) {
     const file = join(path, snapshotFileName(index));
     try {
@@ -224,13 +234,15 @@ export async function openPartitionLog(
       break;
     } catch (error) {
       if (!(error instanceof CorruptionError)) throw error;
-      badSnapshots.push({ file, index, why: error.message });
+      badSnapshots.push({ file, index, error });
       emit("snapshot_bad", { file, why: error.message });
     }
   }
   const baseIndex = base?.index ?? 0;
 
   const replay = new Replay(baseIndex, base?.promisedEpoch ?? 0);
+  // Segments below an installed snapshot's logStartSegment are void: not even read.
+  const logStartSegment = base?.logStartSegment ?? 0;
   const segments: SegmentInfo[] = [];
   let tornTailBytes = 0;
   try {
@@ -238,6 +250,10 @@ export async function openPartitionLog(
       const seq = segmentSeqs[i];
       const name = segmentFileName(seq);
       const info: SegmentInfo = { seq, name, size: 0, maxIndex: 0, maxPromise: 0 };
+      if (seq < logStartSegment) {
+        segments.push(info);
+        continue;
+      }
       const cut = await replay.segment(join(path, name), info, { last: i === segmentSeqs.length - 1 });
       if (cut > 0) {
         tornTailBytes = cut;
@@ -255,14 +271,15 @@ export async function openPartitionLog(
     const newestBad = badSnapshots[0];
     const covered = Math.max(replay.logLast ?? 0, baseIndex);
     if (covered < newestBad.index) {
+      const { error } = newestBad;
       throw new CorruptionError(
-        `${newestBad.why}; the log and older snapshots reach only index ${covered}, so the state at ${newestBad.index} is lost`,
-        { file: newestBad.file, offset: 0, what: "snapshot" },
+        `${error.why}; the log and older snapshots reach only index ${covered}, so the state at ${newestBad.index} is lost`,
+        { file: error.file, offset: error.offset, what: "snapshot" },
       );
     }
     for (const bad of badSnapshots) {
       await rename(bad.file, bad.file + ".bad");
-      emit("snapshot_bypassed", { file: bad.file, renamedTo: bad.file + ".bad", why: bad.why });
+      emit("snapshot_bypassed", { file: bad.file, renamedTo: bad.file + ".bad", why: bad.error.message });
     }
     dirChanged = true;
   }
@@ -280,7 +297,7 @@ export async function openPartitionLog(
   const promisedCovered = base?.promisedEpoch ?? 0;
   while (segments.length > 1) {
     const s = segments[0];
-    const voidedByReset = s.seq < replay.lastResetSeq;
+    const voidedByReset = s.seq < replay.lastResetSeq || s.seq < logStartSegment;
     const coveredBySnapshot = s.maxIndex <= baseIndex && s.maxPromise <= promisedCovered;
     if (!voidedByReset && !coveredBySnapshot) break;
     await unlink(join(path, s.name));
@@ -300,10 +317,25 @@ export async function openPartitionLog(
     fh = await open(join(path, segments[segments.length - 1].name), "a");
   }
   if (dirChanged) await fsyncDirectory(path);
+  if (replay.logLast !== null && replay.logLast < baseIndex) {
+    // The snapshot got ahead of the durable log (entries lost in a crash
+    // after the snapshot was taken): record the jump, so later replays from
+    // a newer snapshot still see a contiguous log.
+    try {
+      const bytes = encodeRecords([], { reset: { index: baseIndex, epoch: base?.epoch ?? 0 } });
+      await writeAll(fh, bytes);
+      await fh.datasync();
+      segments[segments.length - 1].size += bytes.length;
+    } catch (error) {
+      await fh.close().catch(noop);
+      throw error;
+    }
+  }
 
   const log = new PartitionLog({
     path,
     fsync: options.fsync ?? "always",
+    segmentMaxBytes,
     emit,
     fh,
     segments,
@@ -313,17 +345,6 @@ export async function openPartitionLog(
     entriesSinceSnapshot: replay.entries.length,
     bytesSinceSnapshot: segments.reduce((sum, s) => sum + s.size, 0),
   });
-  if (replay.logLast !== null && replay.logLast < baseIndex) {
-    // The snapshot got ahead of the durable log (entries lost in a crash
-    // after the snapshot was taken): record the jump, so later replays from
-    // a newer snapshot still see a contiguous log.
-    try {
-      await log.writeControl({ reset: { index: baseIndex, epoch: base?.epoch ?? 0 } });
-    } catch (error) {
-      await log.close().catch(noop);
-      throw error;
-    }
-  }
   const recovery: Recovery = { promisedEpoch: replay.promisedEpoch, entries: replay.entries, tornTailBytes };
   if (base !== undefined) recovery.snapshot = { index: base.index, epoch: base.epoch, state: base.state };
   return { log, recovery };
@@ -352,7 +373,7 @@ class Replay {
     const size = buf.length;
     let off = 0;
     while (off < size) {
-      const record = decodeRecord(buf, off, size);
+      const record = decodeRecord(buf, off);
       if (!record.ok) {
         if (!options.last) throw new CorruptionError(`${record.why} (not in the last segment)`, { file, offset: off });
         const tail = size - off;
@@ -427,6 +448,7 @@ class Replay {
 interface PartitionLogInit {
   path: string;
   fsync: "always" | "never";
+  segmentMaxBytes: number;
   emit: (event: string, detail: Record<string, unknown>) => void;
   fh: FileHandle;
   segments: SegmentInfo[];
@@ -449,6 +471,7 @@ interface PartitionLogInit {
 export class PartitionLog {
   readonly #path: string;
   readonly #fsync: "always" | "never";
+  readonly #segmentMaxBytes: number;
   readonly #emit: (event: string, detail: Record<string, unknown>) => void;
   #fh: FileHandle;
   readonly #segments: SegmentInfo[];
@@ -473,6 +496,7 @@ export class PartitionLog {
   constructor(init: PartitionLogInit) {
     this.#path = init.path;
     this.#fsync = init.fsync;
+    this.#segmentMaxBytes = init.segmentMaxBytes;
     this.#emit = init.emit;
     this.#fh = init.fh;
     this.#segments = init.segments;
@@ -521,8 +545,12 @@ export class PartitionLog {
    * next batch. Resolves only after the batch's fsync (with fsync "always").
    * Batches are written strictly in call order.
    *
-   * Entries must continue the log: the first has index lastIndex + 1 (after
-   * truncateAfter is applied), each next one +1. Violations throw at once.
+   * Contract (violations throw at once, before anything is queued):
+   * entries continue the log — the first has index lastIndex + 1 after
+   * truncateAfter is applied, each next one +1; an effective truncateAfter
+   * (below lastIndex) is not below snapshotIndex; promisedEpoch is not below
+   * the highest one passed so far (equal is a no-op that still waits for
+   * durability). Resolves once durable; rejects if the log has failed.
    */
   append(entries: readonly LogEntry[], options: AppendOptions = {}): Promise<void> {
     this.#checkUsable();
@@ -601,7 +629,7 @@ export class PartitionLog {
     const previous = this.#snapshotTail;
     const job = (async () => {
       await previous;
-      const name = await writeSnapshotFile(this.#path, { ...serialized, index });
+      const name = await writeSnapshotFile(this.#path, serialized);
       this.#stats.snapshots++;
       this.#emit("snapshot_written", {
         file: join(this.#path, name),
@@ -640,7 +668,7 @@ export class PartitionLog {
     this.#bytesSinceSnapshot = 0;
     const item: InstallItem = {
       kind: "install",
-      snapshot: { ...serialized, index, epoch, promisedEpoch },
+      snapshot: serialized,
       previous: this.#snapshotTail,
       done: deferred(),
     };
@@ -653,22 +681,6 @@ export class PartitionLog {
   close(): Promise<void> {
     this.#closing ??= this.#close();
     return this.#closing;
-  }
-
-  /** Internal (open uses it): writes control records as their own durable batch. */
-  writeControl(options: EncodeRecordsOptions): Promise<void> {
-    this.#checkUsable();
-    const bytes = encodeRecords([], options);
-    const item: AppendItem = {
-      kind: "append",
-      bytes,
-      records: 1,
-      maxIndex: 0,
-      promisedEpoch: this.#requestedPromise,
-      done: deferred(),
-    };
-    this.#enqueue(item);
-    return item.done.promise;
   }
 
   async #close(): Promise<void> {
@@ -762,7 +774,7 @@ export class PartitionLog {
 
   async #writeBatch(batch: AppendItem[], bytes: number): Promise<void> {
     if (bytes > 0) {
-      if (this.#current().size >= SEGMENT_MAX_BYTES) await this.#rotate();
+      if (this.#current().size >= this.#segmentMaxBytes) await this.#rotate();
       let data: Buffer;
       if (batch.length === 1) data = batch[0].bytes;
       else data = Buffer.concat(batch.map((item) => item.bytes), bytes);
@@ -811,10 +823,13 @@ export class PartitionLog {
     await item.previous;
     const started = performance.now();
     const firstNewSegment = await this.#rotate();
-    const name = await writeSnapshotFile(this.#path, snapshot);
+    // The header voids every older segment by itself: no crash window
+    // between "snapshot durable" and "old entries discarded".
+    const name = await writeSnapshotFile(this.#path, snapshot, { logStartSegment: firstNewSegment });
     this.#stats.snapshots++;
-    // The reset record goes in only once the snapshot is durable: replay
-    // refuses a reset that no snapshot covers.
+    // The reset record also marks the jump in the log itself, so that if
+    // this snapshot is ever lost, replay from an older one refuses loudly
+    // instead of splicing the new log onto the old one.
     const bytes = encodeRecords([], { reset: { index: snapshot.index, epoch: snapshot.epoch } });
     await writeAll(this.#fh, bytes);
     await this.#fh.datasync();

@@ -75,6 +75,8 @@ export class CorruptionError extends Error {
   file: string;
   /** Byte offset of the bad record (or of the failing part of a snapshot). */
   offset: number;
+  /** What is wrong, without the file and offset. */
+  why: string;
 
   /** `message` reads `corrupt <what> in <file> at offset <offset>: <why>`. */
   constructor(why: string, options: CorruptionErrorOptions) {
@@ -82,6 +84,7 @@ export class CorruptionError extends Error {
     this.name = "CorruptionError";
     this.file = options.file;
     this.offset = options.offset;
+    this.why = why;
   }
 }
 
@@ -201,12 +204,12 @@ export interface BadRecord {
 }
 
 /**
- * Checks and decodes the record at `offset` in `buf[0 .. end)`. Reads only
- * the header before the length is known to be possible, so garbage never
- * causes a large read or allocation.
+ * Checks and decodes the record at `offset` in `buf` (pass a subarray to
+ * stop earlier). Reads only the header before the length is known to be
+ * possible, so garbage never causes a large read or allocation.
  */
-export function decodeRecord(buf: Buffer, offset: number, end: number = buf.length): DecodedRecord | BadRecord {
-  const left = end - offset;
+export function decodeRecord(buf: Buffer, offset: number): DecodedRecord | BadRecord {
+  const left = buf.length - offset;
   if (left < RECORD_PREFIX_BYTES) return bad(`partial record header (${left} bytes)`, true);
   const body = buf.readUInt32BE(offset);
   if (body < RECORD_BODY_FIXED_BYTES || body > MAX_RECORD_BODY_BYTES) return bad(`impossible length ${body}`, false);

@@ -9,12 +9,15 @@
  * | 8      | 6     | index (u48): the last log entry in the state   |
  * | 14     | 6     | epoch (u48) of that entry                      |
  * | 20     | 6     | promisedEpoch (u48): the fence, so it survives the deletion of the log segments that recorded it |
- * | 26     | 4     | keyCount (u32)                                 |
- * | 30     | ...   | keyCount × [keyLength u16][valueLength u32][key UTF-8][value] |
+ * | 26     | 6     | logStartSegment (u48): log segments numbered below it are void (set by an installed snapshot; 0 otherwise) |
+ * | 32     | 4     | keyCount (u32)                                 |
+ * | 36     | ...   | keyCount × [keyLength u16][valueLength u32][key UTF-8][value] |
  * | end-4  | 4     | crc32 (zlib) of every byte before it           |
  *
  * A snapshot is written to `<name>.tmp`, fsync'd, renamed, and the directory
  * fsync'd, so a crash leaves either the old or the new file, never half of one.
+ * logStartSegment makes an installed snapshot void the old log by itself, so
+ * there is no crash window between "snapshot durable" and "old log void".
  *
  * @module
  */
@@ -27,7 +30,8 @@ import { CorruptionError, MAX_KEY_BYTES, MAX_U48, MAX_VALUE_BYTES } from "./reco
 
 const MAGIC = Buffer.from("RKVSNAP1", "latin1");
 /** Bytes of the fixed snapshot header. */
-export const SNAPSHOT_HEADER_BYTES = 30;
+export const SNAPSHOT_HEADER_BYTES = 36;
+const LOG_START_SEGMENT_OFFSET = 26;
 const TRAILER_BYTES = 4;
 const ENTRY_HEADER_BYTES = 6;
 /** Serialization and load work in chunks of this size: no single huge buffer. */
@@ -42,16 +46,19 @@ export interface SnapshotHeader {
   promisedEpoch: number;
 }
 
-/** A snapshot serialized in memory, ready to be written. */
-export interface SerializedSnapshot {
-  /** The file's bytes, in order (header first, CRC trailer last). */
+/** A snapshot serialized in memory, ready to be written by {@linkcode writeSnapshotFile}. */
+export interface SerializedSnapshot extends SnapshotHeader {
+  /** The file's bytes before the CRC trailer, in order; the header is in the first chunk. */
   chunks: Buffer[];
+  /** File size, trailer included. */
   bytes: number;
   keys: number;
 }
 
 /** A snapshot read back from disk. */
 export interface LoadedSnapshot extends SnapshotHeader {
+  /** Log segments numbered below this are void (0: none). */
+  logStartSegment: number;
   state: Map<string, Buffer>;
   bytes: number;
 }
@@ -78,68 +85,83 @@ export function serializeSnapshot(state: ReadonlyMap<string, Buffer>, header: Sn
   if (state.size > MAX_SNAPSHOT_KEYS) throw new RangeError(`snapshot of ${state.size} keys exceeds ${MAX_SNAPSHOT_KEYS}`);
   const chunks: Buffer[] = [];
   let bytes = 0;
-  let crc = 0;
   let chunk = Buffer.allocUnsafe(SNAPSHOT_CHUNK_BYTES);
   MAGIC.copy(chunk, 0);
   chunk.writeUIntBE(header.index, 8, 6);
   chunk.writeUIntBE(header.epoch, 14, 6);
   chunk.writeUIntBE(header.promisedEpoch, 20, 6);
-  chunk.writeUInt32BE(state.size, 26);
+  chunk.writeUIntBE(0, LOG_START_SEGMENT_OFFSET, 6);
+  chunk.writeUInt32BE(state.size, 32);
   let off = SNAPSHOT_HEADER_BYTES;
-  for (const [key, value] of state) {
-    if (value.length > MAX_VALUE_BYTES) throw new RangeError(`value of key ${JSON.stringify(key.slice(0, 64))} exceeds ${MAX_VALUE_BYTES} bytes`);
-    const need = ENTRY_HEADER_BYTES + key.length * 3 + value.length;
-    if (chunk.length - off < need) {
-      const done = chunk.subarray(0, off);
-      crc = crc32(done, crc);
-      chunks.push(done);
-      bytes += off;
-      chunk = Buffer.allocUnsafe(Math.max(SNAPSHOT_CHUNK_BYTES, need));
-      off = 0;
+  const finishChunk = (nextSize: number) => {
+    chunks.push(chunk.subarray(0, off));
+    bytes += off;
+    chunk = Buffer.allocUnsafe(nextSize);
+    off = 0;
+  };
+  // forEach and byte stores: several times faster than for-of and writeUInt*BE over 1M keys.
+  state.forEach((value, key) => {
+    const valueLength = value.length;
+    if (valueLength > MAX_VALUE_BYTES) {
+      throw new RangeError(`value of key ${JSON.stringify(key.slice(0, 64))} exceeds ${MAX_VALUE_BYTES} bytes`);
     }
+    const need = ENTRY_HEADER_BYTES + key.length * 3 + valueLength;
+    if (chunk.length - off < need) finishChunk(Math.max(SNAPSHOT_CHUNK_BYTES, need));
     const keyBytes = key.length === 0 ? 0 : chunk.write(key, off + ENTRY_HEADER_BYTES, "utf8");
     if (keyBytes > MAX_KEY_BYTES) throw new RangeError(`key of ${keyBytes} bytes exceeds ${MAX_KEY_BYTES}`);
-    chunk.writeUInt16BE(keyBytes, off);
-    chunk.writeUInt32BE(value.length, off + 2);
+    chunk[off] = keyBytes >>> 8;
+    chunk[off + 1] = keyBytes & 0xff;
+    chunk[off + 2] = valueLength >>> 24;
+    chunk[off + 3] = (valueLength >>> 16) & 0xff;
+    chunk[off + 4] = (valueLength >>> 8) & 0xff;
+    chunk[off + 5] = valueLength & 0xff;
     off += ENTRY_HEADER_BYTES + keyBytes;
-    if (value.length > 0) off += value.copy(chunk, off);
-  }
-  if (chunk.length - off < TRAILER_BYTES) {
-    const done = chunk.subarray(0, off);
-    crc = crc32(done, crc);
-    chunks.push(done);
-    bytes += off;
-    chunk = Buffer.allocUnsafe(TRAILER_BYTES);
-    off = 0;
-  }
-  crc = crc32(chunk.subarray(0, off), crc);
-  chunk.writeUInt32BE(crc, off);
-  off += TRAILER_BYTES;
+    if (valueLength > 0) {
+      chunk.set(value, off);
+      off += valueLength;
+    }
+  });
   chunks.push(chunk.subarray(0, off));
-  bytes += off;
-  return { chunks, bytes, keys: state.size };
+  bytes += off + TRAILER_BYTES;
+  return { ...header, chunks, bytes, keys: state.size };
 }
 
 /** Options for {@linkcode writeSnapshotFile}. */
 export interface WriteSnapshotFileOptions {
+  /** Void every log segment numbered below this (an installed snapshot). Default 0: none. */
+  logStartSegment?: number;
   /** Called once per fsync (file and directory), for the log's stats. */
   onFsync?: () => void;
 }
 
 /**
  * Writes a serialized snapshot durably as `<dir>/snap-<index>.snap`: temp
- * file, fsync, rename, directory fsync. Returns the file name.
+ * file, fsync, rename, directory fsync. Sets logStartSegment in the header
+ * and computes the CRC here, chunk by chunk between writes. Returns the file
+ * name.
  */
 export async function writeSnapshotFile(
   dir: string,
-  snapshot: SerializedSnapshot & { index: number },
+  snapshot: SerializedSnapshot,
   options: WriteSnapshotFileOptions = {},
 ): Promise<string> {
+  const logStartSegment = options.logStartSegment ?? 0;
+  if (!Number.isSafeInteger(logStartSegment) || logStartSegment < 0 || logStartSegment > MAX_U48) {
+    throw new RangeError(`logStartSegment out of range: ${logStartSegment}`);
+  }
+  snapshot.chunks[0].writeUIntBE(logStartSegment, LOG_START_SEGMENT_OFFSET, 6);
   const name = snapshotFileName(snapshot.index);
   const tmp = join(dir, name + ".tmp");
   const fh = await open(tmp, "w");
   try {
-    for (const chunk of snapshot.chunks) await writeAll(fh, chunk);
+    let crc = 0;
+    for (const chunk of snapshot.chunks) {
+      crc = crc32(chunk, crc);
+      await writeAll(fh, chunk);
+    }
+    const trailer = Buffer.allocUnsafe(TRAILER_BYTES);
+    trailer.writeUInt32BE(crc, 0);
+    await writeAll(fh, trailer);
     await fh.sync();
     options.onFsync?.();
   } catch (error) {
@@ -175,67 +197,95 @@ export async function fsyncDirectory(dir: string): Promise<void> {
 }
 
 /**
- * Reads and verifies the snapshot at `path` (streaming, chunk by chunk).
- * Throws {@linkcode CorruptionError} if it is truncated, malformed or fails
- * its CRC; the state is only returned after the CRC checks.
+ * Reads and verifies the snapshot at `path`, streaming in
+ * {@linkcode SNAPSHOT_CHUNK_BYTES} chunks. Throws {@linkcode CorruptionError}
+ * if it is truncated, malformed or fails its CRC; the state is only returned
+ * after the CRC checks.
+ *
+ * Values are views into the read chunks, not copies (half the load time for
+ * 1M small values): a value that lives on keeps its chunk (at most
+ * {@linkcode SNAPSHOT_CHUNK_BYTES}) in memory; the state never holds more
+ * than the file's size that way.
  */
 export async function loadSnapshot(path: string): Promise<LoadedSnapshot> {
   const fh = await open(path, "r");
   try {
     const size = (await fh.stat()).size;
-    const reader = new ChunkReader(fh, size);
     const corrupt = (why: string, offset: number) => new CorruptionError(why, { file: path, offset, what: "snapshot" });
     if (size < SNAPSHOT_HEADER_BYTES + TRAILER_BYTES) throw corrupt(`file of ${size} bytes is shorter than a snapshot`, 0);
-    await reader.ensure(SNAPSHOT_HEADER_BYTES);
-    const head = reader.buf.subarray(reader.pos, reader.pos + SNAPSHOT_HEADER_BYTES);
+    const reader = new ChunkReader(fh, size);
+    await reader.fill(SNAPSHOT_HEADER_BYTES);
+    const head = reader.buf.subarray(0, SNAPSHOT_HEADER_BYTES);
     if (!head.subarray(0, 8).equals(MAGIC)) throw corrupt("bad magic", 0);
     const index = head.readUIntBE(8, 6);
     const epoch = head.readUIntBE(14, 6);
     const promisedEpoch = head.readUIntBE(20, 6);
-    const count = head.readUInt32BE(26);
-    reader.pos += SNAPSHOT_HEADER_BYTES;
+    const logStartSegment = head.readUIntBE(LOG_START_SEGMENT_OFFSET, 6);
+    const count = head.readUInt32BE(32);
+    reader.pos = SNAPSHOT_HEADER_BYTES;
     const state = new Map<string, Buffer>();
     const bodyEnd = size - TRAILER_BYTES;
-    for (let i = 0; i < count; i++) {
-      const at = reader.fileOffset();
-      if (bodyEnd - at < ENTRY_HEADER_BYTES) throw corrupt(`entry ${i} of ${count} runs past the end`, at);
-      await reader.ensure(ENTRY_HEADER_BYTES);
-      const keyLength = reader.buf.readUInt16BE(reader.pos);
-      const valueLength = reader.buf.readUInt32BE(reader.pos + 2);
-      if (keyLength > MAX_KEY_BYTES) throw corrupt(`key length ${keyLength} exceeds ${MAX_KEY_BYTES}`, at);
-      if (valueLength > MAX_VALUE_BYTES) throw corrupt(`value length ${valueLength} exceeds ${MAX_VALUE_BYTES}`, at);
-      const total = ENTRY_HEADER_BYTES + keyLength + valueLength;
-      if (bodyEnd - at < total) throw corrupt(`entry ${i} of ${count} runs past the end`, at);
-      await reader.ensure(total);
-      const keyStart = reader.pos + ENTRY_HEADER_BYTES;
-      const key = keyLength === 0 ? "" : reader.buf.toString("utf8", keyStart, keyStart + keyLength);
-      // A copy, so a long-lived value does not pin a whole read chunk.
-      const value = Buffer.allocUnsafe(valueLength);
-      reader.buf.copy(value, 0, keyStart + keyLength, keyStart + keyLength + valueLength);
-      state.set(key, value);
-      reader.pos += total;
+    let parsed = 0;
+    while (parsed < count) {
+      // Parse every entry complete in the current chunk without awaiting.
+      const buf = reader.buf;
+      const filled = reader.filled;
+      const bufStart = reader.bufStart;
+      let pos = reader.pos;
+      let need = ENTRY_HEADER_BYTES;
+      while (parsed < count) {
+        if (bufStart + pos + ENTRY_HEADER_BYTES > bodyEnd) throw corrupt(`entry ${parsed} of ${count} runs past the end`, bufStart + pos);
+        if (filled - pos < ENTRY_HEADER_BYTES) {
+          need = ENTRY_HEADER_BYTES;
+          break;
+        }
+        const keyLength = (buf[pos] << 8) | buf[pos + 1];
+        const valueLength = buf.readUInt32BE(pos + 2);
+        if (keyLength > MAX_KEY_BYTES) throw corrupt(`key length ${keyLength} exceeds ${MAX_KEY_BYTES}`, bufStart + pos);
+        if (valueLength > MAX_VALUE_BYTES) throw corrupt(`value length ${valueLength} exceeds ${MAX_VALUE_BYTES}`, bufStart + pos);
+        const total = ENTRY_HEADER_BYTES + keyLength + valueLength;
+        if (bufStart + pos + total > bodyEnd) throw corrupt(`entry ${parsed} of ${count} runs past the end`, bufStart + pos);
+        if (filled - pos < total) {
+          need = total;
+          break;
+        }
+        const keyStart = pos + ENTRY_HEADER_BYTES;
+        const valueStart = keyStart + keyLength;
+        const key = keyLength === 0 ? "" : buf.toString("utf8", keyStart, valueStart);
+        state.set(key, valueLength === 0 ? EMPTY : buf.subarray(valueStart, valueStart + valueLength));
+        pos += total;
+        parsed++;
+      }
+      reader.pos = pos;
+      if (parsed < count) await reader.fill(need);
     }
-    const at = reader.fileOffset();
+    const at = reader.bufStart + reader.pos;
     if (at !== bodyEnd) throw corrupt(`${bodyEnd - at} unexpected bytes after ${count} entries`, at);
-    await reader.ensure(TRAILER_BYTES);
+    await reader.fill(TRAILER_BYTES);
     const stored = reader.buf.readUInt32BE(reader.pos);
     if (stored !== reader.crc) throw corrupt(`crc mismatch (stored ${stored}, computed ${reader.crc})`, bodyEnd);
     if (state.size !== count) throw corrupt(`${count - state.size} duplicate keys`, SNAPSHOT_HEADER_BYTES);
-    return { index, epoch, promisedEpoch, state, bytes: size };
+    return { index, epoch, promisedEpoch, logStartSegment, state, bytes: size };
   } finally {
     await fh.close();
   }
 }
 
-/** Sequential reader over a file in bounded chunks; keeps a running CRC of every byte before the trailer. */
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Sequential reader over a file in bounded chunks; keeps a running CRC of
+ * every byte before the trailer. Chunks are never reused, so views into
+ * them stay valid.
+ */
 class ChunkReader {
   buf: Buffer = Buffer.alloc(0);
   /** Parse position in `buf`. */
   pos = 0;
   /** File offset of `buf[0]`. */
-  private bufStart = 0;
+  bufStart = 0;
   /** Bytes of `buf` holding file data. */
-  private filled = 0;
+  filled = 0;
   crc = 0;
 
   constructor(
@@ -243,12 +293,8 @@ class ChunkReader {
     private readonly size: number,
   ) {}
 
-  fileOffset(): number {
-    return this.bufStart + this.pos;
-  }
-
-  /** Makes `n` bytes available at `pos`; the caller has checked they exist in the file. */
-  async ensure(n: number): Promise<void> {
+  /** Makes `n` bytes available at `pos`, moving the unparsed rest into a fresh chunk; the caller has checked they exist. */
+  async fill(n: number): Promise<void> {
     if (this.filled - this.pos >= n) return;
     const keep = this.filled - this.pos;
     const next = Buffer.allocUnsafe(Math.max(SNAPSHOT_CHUNK_BYTES, n));
@@ -258,7 +304,7 @@ class ChunkReader {
     this.pos = 0;
     this.filled = keep;
     const crcEnd = this.size - TRAILER_BYTES;
-    while (this.filled < n || this.filled < next.length) {
+    while (this.filled < next.length) {
       const fileAt = this.bufStart + this.filled;
       if (fileAt >= this.size) break;
       const { bytesRead } = await this.fh.read(next, this.filled, next.length - this.filled, fileAt);

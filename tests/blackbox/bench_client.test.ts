@@ -13,7 +13,7 @@ const started: ManagedProcess[] = [];
 
 async function startRedis(extra: string[] = []): Promise<{ port: number; process: ManagedProcess }> {
   const port = await freePort();
-  const managed = ManagedProcess.start("redis-server", "redis-server", [
+  const managed = ManagedProcess.start("redis-server", [
     "--port",
     String(port),
     "--bind",
@@ -27,7 +27,7 @@ async function startRedis(extra: string[] = []): Promise<{ port: number; process
     ...extra,
   ]);
   started.push(managed);
-  await waitForPort(port, managed, 10_000);
+  await waitForPort(port, managed, { timeoutMs: 10_000 });
   return { port, process: managed };
 }
 

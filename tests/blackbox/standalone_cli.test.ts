@@ -100,7 +100,21 @@ test("a port already in use: the node says so and exits non-zero", async () => {
 
 test("SIGINT stops a node cleanly too (exit code 0)", async () => {
   const node = await startNode();
+  const c = await LineClient.connect(node.port);
+  assert.is(await c.request("PING"), "PONG");
+  c.destroy();
   assert.is(await node.kill("SIGINT"), 0);
+  assert.ok(node.events().some((e) => e.event === "stopped"), "it logged its clean stop");
+});
+
+test("SIGTERM right after the listening line is a clean shutdown too (exit code 0)", async () => {
+  // A supervisor may stop a node the moment it reports ready. Several tries: it is a race.
+  for (const signal of ["SIGTERM", "SIGINT", "SIGTERM", "SIGINT", "SIGTERM", "SIGINT"] as const) {
+    const node = await startNode();
+    process.kill(node.pid, signal);
+    const exit = await node.exited();
+    assert.equal(exit, { code: 0, signal: null }, `${signal} at once: ${JSON.stringify(exit)}\n${node.stderr()}`);
+  }
 });
 
 test("the listening line reports the port actually bound with --port 0", async () => {

@@ -36,6 +36,7 @@ async function nc(port: number, input: string, flags: string[]): Promise<string>
     input,
     timeout: NC_TIMEOUT_MS,
     reject: false,
+    stripFinalNewline: false,
   });
   assert.is(result.exitCode, 0, `nc ${flags.join(" ")}: exit ${result.exitCode} ${result.stderr}`);
   return String(result.stdout);
@@ -44,18 +45,23 @@ async function nc(port: number, input: string, flags: string[]): Promise<string>
 test('echo "PUT a b" | nc: one-shot requests get their replies', async () => {
   assert.is(await oneShot(node.port, "PUT oneshot-a b\n"), "OK\n");
   assert.is(await oneShot(node.port, "GET oneshot-a\n"), "VALUE b\n");
+  assert.is(await oneShot(node.port, "PUT oneshot-b 1\nPUT oneshot-c 2\nPING\n"), "OK\nOK\nPONG\n");
   assert.is(
-    await oneShot(node.port, "PUT oneshot-b 1\nGET oneshot-b\nDELETE oneshot-b\nGET oneshot-b\n"),
-    "OK\nVALUE 1\nDELETED\nNOT_FOUND\n",
+    await oneShot(node.port, "GET oneshot-b\nDELETE oneshot-c\nGET oneshot-missing\n"),
+    "VALUE 1\nDELETED\nNOT_FOUND\n",
   );
   assert.is(await oneShot(node.port, "PING\r\nQUIT\r\n"), "PONG\nBYE\n");
 });
 
 test("a client that half-closes right after its requests (nc -N) still gets every reply", async () => {
   assert.is(
-    await oneShot(node.port, "PUT halfclose-a 1\nPUT halfclose-b 2\nGET halfclose-a\n", { halfClose: true }),
-    "OK\nOK\nVALUE 1\n",
+    await oneShot(node.port, "PUT halfclose-a 1\nPUT halfclose-b 2\nPING\n", { halfClose: true }),
+    "OK\nOK\nPONG\n",
   );
+  // Many writes still waiting for their fsync when the FIN arrives.
+  const many = Array.from({ length: 2000 }, (_, i) => `PUT halfclose-many-${i} ${i}\n`).join("");
+  const replies = await oneShot(node.port, many, { halfClose: true, timeoutMs: 15_000 });
+  assert.is(replies, "OK\n".repeat(2000));
   const c = await LineClient.connect(node.port);
   assert.is(await c.request("GET halfclose-b"), "VALUE 2");
   c.destroy();
@@ -64,8 +70,8 @@ test("a client that half-closes right after its requests (nc -N) still gets ever
 test("the real nc: echo | nc -q 1 and printf | nc -N", async () => {
   assert.is(await nc(node.port, "PUT nc-key from nc\n", ["-q", "1"]), "OK\n");
   assert.is(await nc(node.port, "GET nc-key\n", ["-q", "1"]), "VALUE from nc\n");
-  assert.is(await nc(node.port, "PUT nc-n 1\nGET nc-n\nQUIT\n", ["-N"]), "OK\nVALUE 1\nBYE\n");
-  assert.is(await nc(node.port, "PUT nc-n2 2\nGET nc-n2\n", ["-N"]), "OK\nVALUE 2\n");
+  assert.is(await nc(node.port, "PUT nc-n 1\nPUT nc-n2 2\nQUIT\n", ["-N"]), "OK\nOK\nBYE\n");
+  assert.is(await nc(node.port, "GET nc-n\nGET nc-n2\n", ["-N"]), "VALUE 1\nVALUE 2\n");
 });
 
 test("an idle connection gets BYE idle and is closed (--idle-timeout 1)", async () => {
@@ -102,6 +108,38 @@ test("an idle connection that never sent anything is closed too", async () => {
   const c = await LineClient.connect(idle.port);
   assert.is(await c.readLine(5_000), "BYE idle");
   await c.closed(2_000);
+});
+
+/** Connections the node reports, not counting the one INFO came on. */
+async function openConnections(port: number): Promise<number> {
+  const c = await LineClient.connect(port);
+  const info = JSON.parse(await c.request("INFO")) as { connections: number };
+  c.destroy();
+  return info.connections - 1;
+}
+
+/** Waits (bounded) until the node reports at most `max` other connections; returns the last count. */
+async function settleConnections(port: number, max: number, timeoutMs = 5_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let open = await openConnections(port);
+  while (open > max && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    open = await openConnections(port);
+  }
+  return open;
+}
+
+test("a closed connection is forgotten by the server, also after QUIT behind a burst with more bytes after it", async () => {
+  const before = await settleConnections(node.port, 0);
+  // 5,000 pipelined requests pass the in-flight limit (the server stops reading),
+  // then QUIT, then bytes the server will never read.
+  const c = await LineClient.connect(node.port);
+  c.write("PING\n".repeat(5000) + "QUIT\n" + "x".repeat(200_000));
+  const replies = await c.readLines(5001, 10_000);
+  assert.is(replies.at(-1), "BYE");
+  await c.closed();
+  c.destroy();
+  assert.is(await settleConnections(node.port, before), before, "the server closed its side too (no leaked connection)");
 });
 
 /** Connects until one answers PING (connections closing just before may still count). */

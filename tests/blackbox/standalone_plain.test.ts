@@ -13,12 +13,19 @@ let client: LineClient;
 
 test.before(async () => {
   node = await startNode();
-  client = await LineClient.connect(node.port);
 });
 
 test.after(async () => {
-  client?.destroy();
   if (node !== undefined) assert.is(await node.stop(), 0, "SIGTERM ends the node with exit code 0");
+});
+
+// A fresh connection per test: a failure cannot leave the next test out of sync.
+test.before.each(async () => {
+  client = await LineClient.connect(node.port);
+});
+
+test.after.each(() => {
+  client?.destroy();
 });
 
 /** INFO, parsed. */
@@ -63,7 +70,7 @@ test("command words are case-insensitive; keys are not", async () => {
 });
 
 test("EXISTS counts how many of the named keys exist", async () => {
-  await client.requestMany(["PUT ex-a 1", "PUT ex-b 2"]);
+  assert.equal(await client.requestMany(["PUT ex-a 1", "PUT ex-b 2"]), ["OK", "OK"]);
   assert.is(await client.request("EXISTS ex-a"), "1");
   assert.is(await client.request("EXISTS ex-a ex-b ex-missing"), "2");
   assert.is(await client.request("EXISTS ex-missing"), "0");
@@ -103,6 +110,14 @@ test("INFO is one line of JSON: node id, version, role, partitions, epoch, commi
   assert.is((await info()).keys, before.keys);
 });
 
+test("INFO names each partition's leader (a standalone node leads its own)", async () => {
+  const partitions = (await info()).partitions as Record<string, unknown>[];
+  assert.is(partitions.length, 1);
+  assert.is(partitions[0].partition, "p0");
+  assert.is(partitions[0].role, "standalone");
+  assert.is(partitions[0].leader, "n1", `INFO partitions[0]: ${JSON.stringify(partitions[0])}`);
+});
+
 test("RING is one line of JSON: partition p0 with 10 vnodes, its members and its leader", async () => {
   const ring = JSON.parse(await client.request("RING")) as Record<string, Record<string, unknown>>;
   assert.equal(ring.partitions, ["p0"]);
@@ -114,13 +129,19 @@ test("RING is one line of JSON: partition p0 with 10 vnodes, its members and its
 
 test("QUIT answers BYE and the server closes; earlier pipelined requests are answered first", async () => {
   const c = await LineClient.connect(node.port);
-  c.write("PUT quit-key before\nGET quit-key\nQUIT\nPUT quit-key after\n");
+  c.write("PUT quit-key before\nPING\nQUIT\nPUT quit-key after\n");
   assert.is(await c.readLine(), "OK");
-  assert.is(await c.readLine(), "VALUE before");
+  assert.is(await c.readLine(), "PONG");
   assert.is(await c.readLine(), "BYE");
   const rest = await c.readUntilClosed();
   assert.is(rest.length, 0, "nothing after BYE");
   assert.is(await client.request("GET quit-key"), "VALUE before", "the request after QUIT was not executed");
+});
+
+test("requests on one connection take effect in order: a GET pipelined after a PUT sees it", async () => {
+  client.write("PUT order-key 1\nGET order-key\nPUT order-key 2\nGET order-key\nDELETE order-key\nGET order-key\n");
+  const replies = await client.readLines(6);
+  assert.equal(replies, ["OK", "VALUE 1", "OK", "VALUE 2", "DELETED", "NOT_FOUND"]);
 });
 
 test("READONLY and READWRITE answer OK and GET keeps working in both modes", async () => {
@@ -135,8 +156,9 @@ test("READONLY and READWRITE answer OK and GET keeps working in both modes", asy
 });
 
 test("empty lines get no reply and a \\r before \\n is dropped", async () => {
-  client.write("\n\n\r\nPUT crlf-key value\r\n\n\nGET crlf-key\r\nPING\n");
+  client.write("\n\n\r\nPUT crlf-key value\r\n\n\n");
   assert.is(await client.readLine(), "OK");
+  client.write("\r\n\nGET crlf-key\r\n\nPING\n");
   const value = await client.readLineBytes();
   assert.is(value.toString("latin1"), "VALUE value", "the \\r is not part of the value");
   assert.is(await client.readLine(), "PONG");
@@ -144,22 +166,26 @@ test("empty lines get no reply and a \\r before \\n is dropped", async () => {
 });
 
 test("10,000 requests pipelined in one write get 10,000 replies, in order", async () => {
-  const c = await LineClient.connect(node.port);
+  const puts = Array.from({ length: 5000 }, (_, i) => `PUT pipe-${i} value-${i}`);
+  const acks = await client.requestMany(puts, 30_000);
+  assert.ok(acks.every((r) => r === "OK"), "5,000 pipelined PUTs acknowledged");
+  // Slow writes (fsync) interleaved with instant reads: the server must still answer in order.
   const lines: string[] = [];
-  for (let i = 0; i < 5000; i++) lines.push(`PUT pipe-${i} value-${i}`);
-  for (let i = 0; i < 5000; i++) lines.push(i % 2 === 0 ? `GET pipe-${i}` : `GET pipe-missing-${i}`);
-  const replies = await c.requestMany(lines, 30_000);
+  for (let i = 0; i < 5000; i++) {
+    lines.push(`PUT pipe-new-${i} x`);
+    lines.push(i % 2 === 0 ? `GET pipe-${i}` : `GET pipe-missing-${i}`);
+  }
+  const replies = await client.requestMany(lines, 30_000);
   assert.is(replies.length, 10_000);
   for (let i = 0; i < 5000; i++) {
-    if (replies[i] !== "OK") assert.unreachable(`reply ${i} to "${lines[i]}" is ${replies[i]}`);
+    const expected = ["OK", i % 2 === 0 ? `VALUE value-${i}` : "NOT_FOUND"];
+    const got = replies.slice(2 * i, 2 * i + 2);
+    if (got[0] !== expected[0] || got[1] !== expected[1]) {
+      assert.unreachable(`replies ${2 * i}, ${2 * i + 1} to ${lines.slice(2 * i, 2 * i + 2)} are ${got}`);
+    }
   }
-  for (let i = 0; i < 5000; i++) {
-    const expected = i % 2 === 0 ? `VALUE value-${i}` : "NOT_FOUND";
-    if (replies[5000 + i] !== expected) assert.unreachable(`reply to "${lines[5000 + i]}" is ${replies[5000 + i]}`);
-  }
-  assert.is(await c.request("PING"), "PONG", "exactly one reply per request");
-  assert.is(c.buffered, 0);
-  c.destroy();
+  assert.is(await client.request("PING"), "PONG", "exactly one reply per request");
+  assert.is(client.buffered, 0);
 });
 
 test("a value keeps inner, leading and trailing spaces and unicode, byte for byte", async () => {
@@ -184,6 +210,14 @@ test("a value keeps inner, leading and trailing spaces and unicode, byte for byt
   assert.is(await client.readLine(), "OK");
   client.send("GET raw-key");
   assert.equal(await client.readLineBytes(), Buffer.concat([Buffer.from("VALUE "), raw]));
+});
+
+test("PUT with a space and nothing after it stores the empty value; without the space it is an error", async () => {
+  assert.is(await client.request("PUT empty-value "), "OK");
+  assert.is(await client.request("GET empty-value"), "VALUE ");
+  assert.is(await client.request("EXISTS empty-value"), "1");
+  assert.match(await client.request("PUT empty-value"), /^ERR BAD_REQUEST /);
+  assert.is(await client.request("GET empty-value"), "VALUE ", "unchanged by the refused PUT");
 });
 
 test("a unicode key works and the spaces between command word and key are not part of the value", async () => {

@@ -13,7 +13,7 @@ import {
   ReplyKind,
   ReplyProtocolError,
   RespReplyParser,
-  writeKey,
+  encodeKey,
 } from "../../src/cli/bench.ts";
 import { DOCS_BEGIN, DOCS_END, parseSuiteArgs, replaceMarkedSection } from "../../src/cli/bench_suite.ts";
 
@@ -186,14 +186,15 @@ line.run();
 const keys = suite("keys and flags");
 
 keys("keys are key:<n> zero-padded to 16 bytes, written and named alike", () => {
-  const buf = Buffer.alloc(KEY_BYTES);
   for (const index of [0, 7, 99_999, 999_999_999_999]) {
-    writeKey(buf, 0, index);
+    const buf = encodeKey(index);
     assert.is(buf.toString("latin1"), keyName(index));
-    assert.is(buf.length, 16);
+    assert.is(buf.length, KEY_BYTES);
   }
+  assert.is(KEY_BYTES, 16);
   assert.is(keyName(42), "key:000000000042");
-  assert.throws(() => writeKey(buf, 0, 10 ** 12));
+  assert.throws(() => encodeKey(10 ** 12));
+  assert.throws(() => encodeKey(-1));
 });
 
 keys("bench flags: defaults, --op, and bad values rejected", () => {

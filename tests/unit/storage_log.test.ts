@@ -7,6 +7,7 @@ import type { LogEntry } from "../../src/storage/entry.ts";
 import { CorruptionError, openPartitionLog } from "../../src/storage/partition_log.ts";
 import type { PartitionLogOptions } from "../../src/storage/partition_log.ts";
 import { encodeRecords } from "../../src/storage/record.ts";
+import { serializeSnapshot, writeSnapshotFile } from "../../src/storage/snapshot.ts";
 
 const P = "block-1";
 
@@ -517,6 +518,120 @@ test("close() waits for in-flight appends and is idempotent; later calls are ref
     const again = await openPartitionLog(dir, P);
     assert.is(again.recovery.entries.length, 20);
     await again.log.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("segments rotate by size; replay spans them and a snapshot deletes the covered prefix", async () => {
+  const dir = await tempDir();
+  try {
+    const opts = { segmentMaxBytes: 500 };
+    const { log } = await openPartitionLog(dir, P, opts);
+    for (let i = 1; i <= 200; i += 10) await log.append(puts(i, i + 9));
+    const many = await segmentFiles(dir);
+    assert.ok(many.length >= 10, `only ${many.length} segments`);
+    await log.close();
+    const again = await openPartitionLog(dir, P, opts);
+    assert.equal(again.recovery.entries.map((e) => e.index), Array.from({ length: 200 }, (_, i) => i + 1));
+    await again.log.writeSnapshot(150, 1, applyAll(new Map(), again.recovery.entries.slice(0, 150)));
+    const left = await segmentFiles(dir);
+    assert.ok(left.length < many.length);
+    await again.log.close();
+    const third = await openPartitionLog(dir, P, opts);
+    assert.is(third.recovery.snapshot?.index, 150);
+    assert.equal(third.recovery.entries.map((e) => e.index), Array.from({ length: 50 }, (_, i) => i + 151));
+    await third.log.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("a crash after an installed snapshot is durable but before the old log is deleted still discards it", async () => {
+  const dir = await tempDir();
+  try {
+    const { log } = await openPartitionLog(dir, P);
+    await log.append(puts(1, 30, 1, "stale"));
+    await log.close();
+    const [oldSegment] = await segmentFiles(dir);
+    // What installSnapshot leaves after rotating and renaming the snapshot, before its reset record.
+    const next = Number(oldSegment.slice(4, 20)) + 1;
+    await writeFile(join(dir, P, `log-${String(next).padStart(16, "0")}.seg`), Buffer.alloc(0));
+    const snapshot = serializeSnapshot(new Map([["leader", Buffer.from("state")]]), { index: 20, epoch: 3, promisedEpoch: 3 });
+    await writeSnapshotFile(join(dir, P), snapshot, { logStartSegment: next });
+
+    const again = await openPartitionLog(dir, P);
+    assert.is(again.recovery.snapshot?.index, 20);
+    assert.equal(again.recovery.entries, [], "stale entries 21..30 must not come back");
+    assert.is(again.log.lastIndex, 20);
+    assert.not.ok((await segmentFiles(dir)).includes(oldSegment), "void segment deleted");
+    await again.log.append([put(21, "new", "entry", 3)]);
+    await again.log.close();
+    const third = await openPartitionLog(dir, P);
+    assert.equal(third.recovery.entries.map((e) => e.key), ["new"]);
+    await third.log.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("a snapshot ahead of the durable log: the jump is recorded so later replays stay contiguous", async () => {
+  const dir = await tempDir();
+  try {
+    const { log } = await openPartitionLog(dir, P);
+    await log.append(puts(1, 5));
+    await log.close();
+    // As if entries 6..10 were applied and snapshotted but lost from the log in a crash.
+    await writeSnapshotFile(join(dir, P), serializeSnapshot(applyAll(new Map(), puts(1, 10)), { index: 10, epoch: 1, promisedEpoch: 0 }));
+    const again = await openPartitionLog(dir, P);
+    assert.is(again.log.lastIndex, 10);
+    assert.equal(again.recovery.entries, []);
+    await again.log.append(puts(11, 12));
+    await again.log.writeSnapshot(11, 1, applyAll(new Map(), puts(1, 11)));
+    await again.log.close();
+    const third = await openPartitionLog(dir, P);
+    assert.is(third.recovery.snapshot?.index, 11);
+    assert.equal(third.recovery.entries.map((e) => e.index), [12]);
+    await third.log.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("a snapshot larger than a read chunk round-trips; a flipped byte in it is refused", async () => {
+  const dir = await tempDir();
+  try {
+    const state = new Map<string, Buffer>();
+    for (let i = 0; i < 2000; i++) state.set(`key-${i}`, Buffer.alloc(5000, i & 0xff));
+    state.set("huge", Buffer.alloc(9 * 1024 * 1024, 7)); // bigger than one 8 MiB chunk
+    state.set("", Buffer.from("empty key"));
+    state.set("empty value", Buffer.alloc(0));
+    state.set("ключ-🔑", Buffer.from("unicode"));
+    const { log } = await openPartitionLog(dir, P);
+    await log.append([put(1, "x", "y")], { promisedEpoch: 5 });
+    await log.writeSnapshot(1, 1, state);
+    await log.close();
+    const again = await openPartitionLog(dir, P);
+    const loaded = again.recovery.snapshot!.state;
+    assert.is(loaded.size, state.size);
+    for (const [key, value] of state) assert.ok(loaded.get(key)?.equals(value), `value of ${key}`);
+    assert.is(again.recovery.promisedEpoch, 5);
+    await again.log.close();
+
+    const file = join(dir, P, "snap-0000000000000001.snap");
+    const bytes = await readFile(file);
+    bytes[Math.floor(bytes.length / 2)] ^= 0x10;
+    await writeFile(file, bytes);
+    try {
+      await openPartitionLog(dir, P);
+      assert.unreachable("should refuse");
+    } catch (error) {
+      assert.instance(error, CorruptionError);
+      const e = error as CorruptionError;
+      assert.is(e.file, file);
+      assert.is(e.offset, bytes.length - 4, "the CRC trailer");
+      assert.match(e.message, /^corrupt snapshot in \S+snap-0000000000000001\.snap at offset \d+: crc mismatch .*reach only index 0/);
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
