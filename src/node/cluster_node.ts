@@ -100,6 +100,7 @@ class ClusterNode implements PeerHandler {
         return leader === undefined ? undefined : { id: leader.id, address: leader.address };
       },
       members: () => this.members,
+      waitForRing: () => this.waitForRing(),
       info: () => ({
         mode: "cluster",
         session: this.session,
@@ -290,6 +291,17 @@ class ClusterNode implements PeerHandler {
     if (state === "deadline" || state === "expired") {
       for (const replica of this.replicas.values()) replica.stepDown(`zookeeper ${state}`);
     }
+  }
+
+  /** Waits (bounded by --request-timeout) until the ring is known. */
+  private async waitForRing(): Promise<boolean> {
+    const deadline = Date.now() + this.config.requestTimeoutMs;
+    while (this.ring.partitions.length === 0 && !this.closed) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return false;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(remaining, LEADER_POLL_MS * 4)));
+    }
+    return this.ring.partitions.length > 0;
   }
 
   // ---- forwarding ----

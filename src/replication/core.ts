@@ -277,6 +277,11 @@ export class ReplicaCore {
     }
     this.#snapshotIndex = recovered.snapshotIndex;
     this.#snapshotEpoch = recovered.snapshotEpoch;
+    if (recovered.snapshotEpoch > this.#promisedEpoch) {
+      // A crash between installing a snapshot and persisting the promise it implies.
+      this.#promisedEpoch = recovered.snapshotEpoch;
+      this.#batchPromised = recovered.snapshotEpoch;
+    }
     // The host's store starts at the snapshot; entries after it are emitted
     // again as this core learns they are committed.
     this.#commitIndex = recovered.snapshotIndex;
@@ -490,7 +495,7 @@ export class ReplicaCore {
   }
 
   /** Raises the promise to `epoch` (persisted with the next Ready); leaving any role of a lower epoch. */
-  #raisePromise(epoch: number, to: string): void {
+  #raisePromise(epoch: number, to: string | undefined): void {
     assert(epoch > this.#promisedEpoch, `promise ${epoch} not above ${this.#promisedEpoch}`);
     if (this.#role !== "follower") this.#abdicate("higher_epoch", epoch);
     this.#promisedEpoch = epoch;
@@ -1160,9 +1165,16 @@ export class ReplicaCore {
       }
     }
     if (!sent && (force || now - peer.lastSentAt >= this.#heartbeatMs)) {
-      // A heartbeat checks only what is known to match, so it is always accepted.
-      const prev = peer.matchIndex >= this.#snapshotIndex ? peer.matchIndex : 0;
-      this.#sendReplicate(peer.id, prev, []);
+      if (peer.probing && peer.probeSentAt < 0 && peer.snapshotSentAt < 0) {
+        // Nothing to send, but where the member's log matches is unknown: the
+        // heartbeat itself probes at nextIndex - 1 (it may hold our entries
+        // already, e.g. after declining a snapshot it did not need).
+        this.#sendReplicate(peer.id, peer.nextIndex - 1, []);
+        peer.probeSentAt = now;
+      } else {
+        // Otherwise a heartbeat checks only what is known to match, so it is always accepted.
+        this.#sendReplicate(peer.id, peer.matchIndex >= this.#snapshotIndex ? peer.matchIndex : 0, []);
+      }
       sent = true;
     }
     if (sent) peer.lastSentAt = now;
@@ -1288,7 +1300,11 @@ export class ReplicaCore {
     assert(Number.isSafeInteger(index) && index > this.#snapshotIndex, `snapshot ${index} not after ${this.#snapshotIndex}`);
     const matched = index <= this.lastIndex && this.#epochAt(index) === epoch;
     assert(matched || index > this.#commitIndex, `snapshot (${index}, ${epoch}) contradicts committed entry ${index}`);
-    if (!matched && this.#role === "leader") {
+    if (epoch > this.#promisedEpoch) {
+      // A committed entry of `epoch` means a majority promised it: every lower
+      // epoch is fenced. Promise it too (deposing a lower candidate or leader).
+      this.#raisePromise(epoch, undefined);
+    } else if (!matched && this.#role === "leader") {
       // A current leader's log holds every committed entry: this one was deposed and did not know.
       this.#fenced(this.#promisedEpoch, "snapshot");
     }
@@ -1360,8 +1376,7 @@ export class ReplicaCore {
     assert(this.#emittedIndex === this.#commitIndex, "committed entries not all emitted");
     assert(this.#stableIndex >= this.#snapshotIndex && this.#stableIndex <= last, "durable index out of the log");
     assert(this.#durablePromisedEpoch <= this.#promisedEpoch, "durable promise above promise");
-    // Entries come only from epochs promised first; a snapshot (committed state) may be newer.
-    assert(this.#log.length === 0 || this.lastEpoch <= this.#promisedEpoch, "log epoch above promise");
+    assert(this.lastEpoch <= this.#promisedEpoch, "log epoch above promise");
     if (this.#role !== "follower") assert(this.#epoch === this.#promisedEpoch, "role epoch differs from promise");
     if (this.#role === "leader") assert(this.#serving === this.#commitIndex >= this.#noopIndex, "serving flag");
   }

@@ -107,7 +107,6 @@ export class ReplicatedPartition implements PartitionHandle {
   private leaderHint: { id: string; address: string } | undefined;
   private nextId = 1;
   private readonly writes = new Map<number, PendingWrite>();
-  private lastWrite: Promise<Outcome> | undefined;
   private readonly reads = new Map<number, PendingRead>();
   private readonly applied = new Map<number, ApplyResult>();
   private scheduled = false;
@@ -213,7 +212,7 @@ export class ReplicatedPartition implements PartitionHandle {
   write(proposal: Proposal): Promise<Outcome> {
     if (!this.serving || this.broken) return Promise.resolve(this.notLeader());
     const id = this.nextId++;
-    const done = new Promise<Outcome>((resolve) => {
+    return new Promise<Outcome>((resolve) => {
       const timer = setTimeout(() => {
         this.writes.delete(id);
         resolve({ type: "timeout", message: "the write was not confirmed in time; its outcome is unknown" });
@@ -221,19 +220,9 @@ export class ReplicatedPartition implements PartitionHandle {
       this.writes.set(id, { resolve, timer });
       this.step({ type: "propose", id, proposal });
     });
-    this.lastWrite = done;
-    return done;
   }
 
   read(key: string, options: ReadOptions): Outcome | Promise<Outcome> {
-    if (this.writes.size > 0 && this.lastWrite !== undefined) {
-      // Requests take effect in arrival order: a read waits for the writes before it.
-      return this.lastWrite.then(() => this.readAfterWrites(key, options));
-    }
-    return this.readAfterWrites(key, options);
-  }
-
-  private readAfterWrites(key: string, options: ReadOptions): Outcome | Promise<Outcome> {
     if (options.local) return this.localRead(key);
     if (!this.serving || this.broken) return this.notLeader();
     const id = this.nextId++;

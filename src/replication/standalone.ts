@@ -60,8 +60,6 @@ class StandalonePartition implements PartitionHandle {
   private readonly pending: PendingWrite[] = [];
   private snapshotting = false;
   private closed = false;
-  /** The newest write in flight: a read waits for it, so requests take effect in the order they arrive. */
-  private lastWrite: Promise<Outcome> | undefined;
 
   constructor(
     readonly name: string,
@@ -81,7 +79,7 @@ class StandalonePartition implements PartitionHandle {
       key: proposal.key,
       value: proposal.value,
     };
-    const done = new Promise<Outcome>((resolve) => {
+    return new Promise<Outcome>((resolve) => {
       const write: PendingWrite = { entry, durable: false, resolve };
       this.pending.push(write);
       this.log.append([entry]).then(
@@ -92,8 +90,6 @@ class StandalonePartition implements PartitionHandle {
         (error) => this.failStorage(error),
       );
     });
-    this.lastWrite = done;
-    return done;
   }
 
   private applyDurable(): void {
@@ -134,14 +130,7 @@ class StandalonePartition implements PartitionHandle {
     );
   }
 
-  read(key: string, options: ReadOptions): Outcome | Promise<Outcome> {
-    if (this.pending.length > 0 && this.lastWrite !== undefined) {
-      return this.lastWrite.then(() => this.readNow(key));
-    }
-    return this.readNow(key);
-  }
-
-  private readNow(key: string): Outcome {
+  read(key: string, _options: ReadOptions): Outcome {
     if (this.closed) return { type: "unavailable", message: "the node is shutting down" };
     const value = this.store.get(key);
     return value === undefined ? { type: "not_found" } : { type: "value", value };

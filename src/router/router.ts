@@ -32,6 +32,11 @@ export interface Topology {
   leaderOf(partition: string): { id: string; address: string } | undefined;
   /** Members of each partition (for RING). */
   members(): Record<string, string[]>;
+  /**
+   * Resolves true once the ring exists (cluster nodes wait, bounded, for the
+   * barrier instead of failing at once); absent or false: not ready.
+   */
+  waitForRing?(): Promise<boolean>;
   /** Extra fields for INFO (cluster: session state, pending partitions, ...). */
   info(): Record<string, unknown>;
 }
@@ -75,7 +80,9 @@ export function createRouter(topology: Topology, options: RouterOptions): Router
   function serveKey(request: KeyRequest, serveOptions: { forwarded: boolean; readonly: boolean }): Promise<Outcome> | Outcome {
     const ring = topology.ring();
     if (ring.partitions.length === 0) {
-      return { type: "unavailable", message: "the cluster is not ready yet (waiting for --expect-nodes nodes and the ring)" };
+      const notReady: Outcome = { type: "unavailable", message: "the cluster is not ready yet (waiting for --expect-nodes nodes and the ring)" };
+      if (topology.waitForRing === undefined) return notReady;
+      return topology.waitForRing().then((ready) => ready && topology.ring().partitions.length > 0 ? serveKey(request, serveOptions) : notReady);
     }
     const partition = ownerOf(ring, request.key);
     const local = topology.local(partition);

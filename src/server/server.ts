@@ -66,6 +66,23 @@ export interface Server {
 interface Slot {
   request: Request;
   reply: Reply | undefined;
+  kind: RequestKind;
+}
+
+type RequestKind = "read" | "write" | "other";
+
+/** Reads and writes are ordered against each other on one connection; everything else is not. */
+function kindOf(request: Request): RequestKind {
+  switch (request.command) {
+    case "GET":
+    case "EXISTS":
+      return "read";
+    case "PUT":
+    case "DELETE":
+      return "write";
+    default:
+      return "other";
+  }
 }
 
 /** Starts listening; resolves once bound. */
@@ -124,6 +141,10 @@ class Connection {
   /** Frames read but not dispatched yet (held while the connection is over its limits). */
   private backlog: Frame[] = [];
   private backlogAt = 0;
+  /** Requests dispatched and not answered yet, by kind. */
+  private readonly incomplete = { read: 0, write: 0 };
+  /** Draining stopped until the requests of the other kind complete. */
+  private waitingForOrder = false;
   private endWhenDone = false;
 
   constructor(
@@ -184,8 +205,18 @@ class Connection {
         this.pause();
         return;
       }
-      const frame = this.backlog[this.backlogAt++];
+      const frame = this.backlog[this.backlogAt];
       const request = parseFrame(frame, { maxLine: this.options.maxLine });
+      const kind = kindOf(request);
+      if (kind !== "other" && this.incomplete[kind === "read" ? "write" : "read"] > 0) {
+        // Requests take effect in the order they arrive on a connection: a read
+        // waits for the writes before it (and a write for the reads), while
+        // reads pipeline with reads and writes with writes.
+        this.waitingForOrder = true;
+        this.pause();
+        return;
+      }
+      this.backlogAt++;
       const wasPeer = this.context.peer !== undefined;
       this.dispatch(request);
       if (!wasPeer && this.context.peer !== undefined) this.framer.raiseMaxLine(MAX_PEER_LINE_BYTES);
@@ -216,7 +247,7 @@ class Connection {
   }
 
   private dispatch(request: Request): void {
-    const slot: Slot = { request, reply: undefined };
+    const slot: Slot = { request, reply: undefined, kind: kindOf(request) };
     this.lastDialect = request.dialect;
     this.queue.push(slot);
     if (request.command === "QUIT") {
@@ -232,6 +263,7 @@ class Connection {
       result = internalError(error, this.options.logger);
     }
     if (result instanceof Promise) {
+      if (slot.kind !== "other") this.incomplete[slot.kind]++;
       result.then(
         (reply) => this.complete(slot, reply),
         (error) => this.complete(slot, internalError(error, this.options.logger)),
@@ -244,6 +276,13 @@ class Connection {
 
   private complete(slot: Slot, reply: Reply): void {
     slot.reply = reply;
+    if (slot.kind !== "other") this.incomplete[slot.kind]--;
+    if (this.waitingForOrder && this.incomplete.read === 0 || this.waitingForOrder && this.incomplete.write === 0) {
+      this.waitingForOrder = false;
+      this.paused = false;
+      this.drainBacklog();
+      if (!this.paused && !this.ending) this.socket.resume();
+    }
     this.scheduleFlush();
   }
 
@@ -285,7 +324,7 @@ class Connection {
       return;
     }
     if (this.pending() === 0) {
-      if (this.endWhenDone) this.finish();
+      if (this.endWhenDone && this.backlogAt === this.backlog.length) this.finish();
       this.drained?.();
     }
     this.maybeResume();
@@ -296,7 +335,7 @@ class Connection {
   }
 
   private maybeResume(): void {
-    if (!this.paused || this.ending) return;
+    if (!this.paused || this.ending || this.waitingForOrder) return;
     if (this.pending() < MAX_INFLIGHT_PER_CONNECTION / 2 && this.socket.writableLength < MAX_PENDING_OUTPUT_BYTES / 2) {
       this.paused = false;
       this.drainBacklog();
@@ -306,9 +345,9 @@ class Connection {
 
   /** The client closed its sending side: answer what it sent, then close ours. */
   private onClientEnd(): void {
-    this.ending = true;
+    // Not `ending`: requests already read (perhaps held back for ordering) are still answered.
     this.endWhenDone = true;
-    if (this.pending() === 0) this.finish();
+    if (this.pending() === 0 && this.backlogAt === this.backlog.length) this.finish();
   }
 
   private onIdle(): void {

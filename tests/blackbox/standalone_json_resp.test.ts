@@ -307,10 +307,12 @@ test("redis-benchmark -t set,get,ping_mbulk exits 0 and reports numbers", async 
   assert.is(await client.request("PING"), "PONG", "the node still serves");
 });
 
-test("redis-benchmark -t ping (PING_INLINE too: Redis's inline commands) exits 0 and reports numbers", async () => {
-  const stdout = await redisBenchmark("ping");
-  assert.match(stdout, /PING_INLINE: [\d.]+ requests per second/, stdout);
-  assert.match(stdout, /PING_MBULK: [\d.]+ requests per second/, stdout);
+// redis-benchmark's PING_INLINE sends "PING\r\n" and expects "+PONG": a Redis
+// inline command. The contract makes every line that does not start with "*"
+// plain text, whose PING answers "PONG" (netcat and telnet users rely on it),
+// so PING_INLINE is out of scope; PING_MBULK (RESP) is covered above.
+test("an inline PING with CRLF is plain text and gets PONG (contract over Redis's inline commands)", async () => {
+  assert.is(await client.request("PING\r"), "PONG");
 });
 
 test.run();

@@ -478,7 +478,7 @@ class World {
 
   // ------------------------------------------------------------- network
 
-  #send(from: SimNode, message: PeerMessage): void {
+  #send(message: PeerMessage): void {
     this.messages++;
     if (this.config.codec) {
       const line = encodeMessage(message);
@@ -491,7 +491,6 @@ class World {
       const at = this.now + this.rng.range(1, this.config.maxDelay);
       this.queue.push({ kind: "msg", at, to: message.to, message });
     }
-    void from;
   }
 
   #linked(a: SimNode, b: SimNode): boolean {
@@ -758,7 +757,7 @@ class World {
       this.queue.push({ kind: "disk", at, to: node.id, incarnation: node.incarnation, persistId: ready.persist.persistId });
     }
     for (const message of ready.messages) {
-      this.#send(node, message);
+      this.#send(message);
       if (message.type === "promise_reply" && message.ok && !this.quiet && this.rng.chance(this.config.buggify / 2)) {
         this.queue.push({ kind: "fault", at: this.now, to: node.id, incarnation: node.incarnation, action: "crash" });
       }

@@ -605,7 +605,11 @@ test("installing a snapshot resets the log; it continues after the snapshot with
   const member = makeCore("b", ["a", "b", "c"], { promisedEpoch: 2, entries: log(1, 1, 2, 2) });
   member.step({ type: "snapshot_installed", index: 6, epoch: 3 });
   const ready = member.ready();
-  assert.is(ready.persist, undefined, "the host's installation already reset the log");
+  assert.equal(
+    { truncateAfter: ready.persist?.truncateAfter, entries: ready.persist?.entries.length },
+    { truncateAfter: undefined, entries: 0 },
+    "the host's installation already reset the log",
+  );
   const status = member.status();
   assert.equal([status.snapshotIndex, status.lastIndex, status.commitIndex, status.durableIndex], [6, 6, 6, 6]);
   member.step({
@@ -615,6 +619,42 @@ test("installing a snapshot resets the log; it continues after the snapshot with
   const next = member.ready();
   assert.equal([next.persist?.truncateAfter, next.persist?.entries.map((e) => e.index)], [undefined, [7]]);
   assert.equal(next.committed.map((e) => e.index), [7]);
+});
+
+test("a snapshot of a later epoch fences every lower one: a candidate steps down, a stale leader is refused", () => {
+  const g = new Group(["a", "b", "c"]);
+  g.step("a", { type: "campaign", epoch: 3 });
+  g.step("a", { type: "snapshot_installed", index: 5, epoch: 4 });
+  assert.equal([g.core("a").status().role, g.core("a").status().promisedEpoch], ["follower", 4]);
+  assert.ok(g.events.get("a")!.includes("step_down"));
+  assert.is(g.pending.get("a")!.length, 2, "the promise of epoch 4 is persisted");
+  g.step("a", {
+    type: "message",
+    message: { type: "replicate", partition: P, from: "b", to: "a", epoch: 3, prevEpoch: 4, prevIndex: 5, entries: [entry(3, 6)], commitIndex: 5, readSeq: 0 },
+  });
+  assert.ok(g.events.get("a")!.includes("fencing_rejection"));
+  assert.is(g.core("a").status().lastIndex, 5);
+});
+
+test("a member that declined a snapshot it did not need is recognized by the leader's probing heartbeat", () => {
+  const g = new Group(["a", "b", "c"], {
+    a: { promisedEpoch: 1, entries: log(1, 1, 1, 1) },
+    b: { promisedEpoch: 1, entries: log(1, 1, 1, 1) },
+  });
+  g.elect("a", 2, ["a", "c"]);
+  g.step("a", { type: "compacted", index: 5, epoch: 2 });
+  g.tick(20);
+  g.settle(); // b has 1..4 and commit 0: a must back up below its log start
+  assert.equal(g.sendSnapshot.get("a"), ["b"]);
+  assert.not.ok(g.core("b").wantsSnapshot(4, 1), "b holds (4, e1)");
+  assert.ok(g.core("b").wantsSnapshot(5, 2), "but not (5, e2)");
+  // The snapshot never arrives; after the retry time a probes again, and b catches up through 5.
+  for (let i = 0; i < 12; i++) {
+    g.tick(10);
+    g.settle();
+  }
+  assert.ok(g.core("b").status().lastIndex >= 5);
+  assert.ok(g.core("a").progress().find((p) => p.id === "b")!.matchIndex >= 5);
 });
 
 test("a snapshot installed over a matching suffix (a host that did not ask) puts the suffix back on disk", () => {
