@@ -136,7 +136,7 @@ export class SnapshotReceiver {
     }
     if (kind === "BEGIN") {
       const numbers = words.slice(2).map(Number);
-      if (words.length !== 7 || numbers.some((n) => !Number.isSafeInteger(n) || n < 0)) {
+      if (words.length !== 6 || numbers.some((n) => !Number.isSafeInteger(n) || n < 0)) {
         return { type: "error", message: "bad SNAPSHOT BEGIN" };
       }
       const [epoch, index, lastEpoch, expectedKeys] = numbers;
