@@ -1,7 +1,7 @@
 #!/bin/sh
-# One entry for npm start / test / bench / sim / chaos: installs what is
+# One entry for npm start / test / bench / sim: installs what is
 # missing (npm packages and the build; Debian packages when root on Debian),
-# then runs the command. Usage: sh scripts/bootstrap.sh <start|test|bench|sim|chaos> [args...]
+# then runs the command. Usage: sh scripts/bootstrap.sh <start|test|bench|sim> [args...]
 set -eu
 cd "$(dirname "$0")/.."
 what="$1"; shift
@@ -65,11 +65,6 @@ MSG
     ;;
   sim)
     exec node dist/src/cli/main.js sim "$@"
-    ;;
-  chaos)
-    zookeeper_ok || { say "ZooKeeper is required for chaos runs"; exit 1; }
-    need_deb /usr/sbin/iptables iptables || { say "iptables is required for chaos runs"; exit 1; }
-    exec node dist/tests/faults/chaos.js "$@"
     ;;
   *)
     say "unknown command: $what"; exit 2

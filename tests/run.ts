@@ -13,7 +13,7 @@ import path from "node:path";
 import { execa } from "execa";
 
 /** Suites in the order they run by default. */
-export const DEFAULT_SUITES = ["unit", "simulation", "blackbox", "fuzz", "faults"];
+export const DEFAULT_SUITES = ["unit", "simulation", "blackbox", "fuzz"];
 
 /** A test file may not run longer than this (a hang counts as one failure). */
 const FILE_TIMEOUT_MS = 10 * 60_000;
