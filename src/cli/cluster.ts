@@ -82,11 +82,11 @@ export async function main(argv: string[]): Promise<number> {
   console.log(`
 ringkv is up: ${nodes} nodes, ${Object.keys(cluster.layout).length} partitions, 3 replicas each. Any node serves any key.
 
-  echo "PUT greeting hello world" | nc ${host} ${port}
-  echo "GET greeting" | nc ${host} ${basePort + 1}
-  echo '{"op":"GET","key":"greeting"}' | nc ${host} ${basePort + 2}
+  echo "PUT greeting hello world" | nc -q1 ${host} ${port}
+  echo "GET greeting" | nc -q1 ${host} ${basePort + 1}
+  echo '{"op":"GET","key":"greeting"}' | nc -q1 ${host} ${basePort + 2}
   redis-cli -p ${basePort + 3} get greeting
-  echo INFO | nc ${host} ${port}          # who leads what, commit indexes
+  echo INFO | nc -q1 ${host} ${port}      # who leads what, commit indexes
   kill -9 <a leader's pid>                 # and watch another node take over
 
 Ctrl-C stops the cluster (data stays in ${dataDir}; --fresh starts empty).`);
