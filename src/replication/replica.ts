@@ -175,11 +175,9 @@ export class ReplicatedPartition implements PartitionHandle {
   /** A snapshot streamed by the leader (or by the member a candidate recovers from). */
   async installSnapshot(image: SnapshotImage): Promise<void> {
     if (this.broken || this.closed) return;
-    if (image.epoch < this.log.promisedEpoch) {
-      this.options.logger.always("fencing_rejection", { partition: this.name, what: "snapshot", epoch: image.epoch, promised: this.log.promisedEpoch });
-      return;
-    }
-    if (image.index <= this.store.appliedIndex || this.installing) return;
+    // A snapshot holds only committed state, so it needs no epoch fence; the
+    // core decides whether it is newer than what this replica has.
+    if (this.installing || !this.core.wantsSnapshot(image.index, image.lastEpoch)) return;
     this.installing = true;
     const started = Date.now();
     try {
