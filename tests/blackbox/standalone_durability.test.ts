@@ -7,6 +7,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { type NodeHandle, startNode } from "../support/node_process.ts";
 import { encodeResp, LineClient } from "../support/tcp.ts";
+import { seeded } from "../simulation/prng.ts";
 
 /** Concurrent writer connections in the kill -9 test. */
 const WRITERS = 8;
@@ -123,17 +124,6 @@ test("SIGTERM during pipelined writes: exit code 0 and every write that got OK i
   assert.is(await node.stop(), 0);
 });
 
-/** A seeded PRNG (mulberry32): a failing seed can be replayed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test("kill -9 during a stream of concurrent writes: every acknowledged write is there after restart", async () => {
   const seed = Number(process.env.RINGKV_TEST_SEED || Date.now() % 1_000_000);

@@ -10,6 +10,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { makeTempDir, type NodeHandle, runCli, startNode } from "../support/node_process.ts";
 import { LineClient } from "../support/tcp.ts";
+import { seeded } from "../simulation/prng.ts";
 
 /** The standalone partition's directory inside a data dir. */
 function partitionDir(dataDir: string): string {
@@ -40,17 +41,6 @@ async function assertKeys(port: number, count: number, prefix: string): Promise<
   c.destroy();
 }
 
-/** A seeded PRNG (mulberry32). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test("a torn tail (garbage after the last record) is cut at start: the node starts and the data before it is intact", async () => {
   const node = await startNode();

@@ -13,6 +13,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { type NodeHandle, startNode } from "../support/node_process.ts";
 import { encodeResp, LineClient } from "../support/tcp.ts";
+import { seeded } from "../simulation/prng.ts";
 
 /** Fuzz connections open at once... */
 const FUZZ_CONNECTIONS = 60;
@@ -42,17 +43,6 @@ const MAX_FUZZ_LATENCY_MS = 5_000;
 const SEED = Number(process.env.RINGKV_FUZZ_SEED || Date.now() % 1_000_000_000);
 console.log(`client port fuzz seed ${SEED} (replay: RINGKV_FUZZ_SEED=${SEED})`);
 
-/** A seeded PRNG (mulberry32). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const random = seeded(SEED);
 

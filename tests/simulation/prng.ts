@@ -51,3 +51,9 @@ export class Prng {
     return list[this.int(list.length)];
   }
 }
+
+/** A seeded source of floats in [0, 1): the one PRNG every seeded test uses. */
+export function seeded(seed: number): () => number {
+  const prng = new Prng(seed);
+  return () => prng.float();
+}

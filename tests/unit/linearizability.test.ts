@@ -7,6 +7,7 @@ import {
   outcomeOfReply,
   parseHistoryJsonl,
 } from "../../src/check/history.ts";
+import { seeded as prng } from "../simulation/prng.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers: terse constructors for hand-written histories.
@@ -32,17 +33,6 @@ function delUnknown(client: string, key: string, start: number): HistoryOp {
   return { client, op: "delete", key, start, end: Infinity, outcome: "unknown" };
 }
 
-/** Small seeded PRNG (mulberry32): a failing seed is a reproducible case. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return function next(): number {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface GenerateOptions {
   seed: number;

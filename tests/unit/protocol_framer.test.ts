@@ -7,6 +7,7 @@ import * as assert from "uvu/assert";
 import { DEFAULT_MAX_LINE, Framer, MAX_RESP_ARGS } from "../../src/protocol/framer.ts";
 import type { Frame } from "../../src/protocol/framer.ts";
 import { parseFrame } from "../../src/protocol/parse.ts";
+import { seeded as prng } from "../simulation/prng.ts";
 
 /** A frame with its buffers as strings (latin1 keeps every byte), for deep comparison. */
 type Shown =
@@ -54,17 +55,6 @@ function resp(...args: (string | Buffer)[]): Buffer {
   return Buffer.concat(parts);
 }
 
-/** Deterministic PRNG (mulberry32) so a failing split is reproducible from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** `bytes` cut at random places (chunk sizes 1..maxChunk). */
 function randomSplit(bytes: Buffer, random: () => number, maxChunk: number): Buffer[] {
