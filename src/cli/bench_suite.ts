@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { freePort, freePortRun } from "../net/ports.ts";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
@@ -246,19 +247,6 @@ async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A TCP port free on 127.0.0.1 right now (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      assert(address !== null && typeof address === "object", "listening server has an address");
-      server.close(() => resolve(address.port));
-    });
-  });
 }
 
 /** Options for {@linkcode waitForPort} and {@linkcode respCommand}. */
@@ -959,7 +947,7 @@ async function ringkvCluster(context: Context, options: ClusterOptions, rows: Co
   // command would make it exactly one 3-replica group (pass it with --cluster-arg=...).
   const clusterJs = path.join(path.dirname(context.mainJs), "cluster.js");
   if (!fs.existsSync(clusterJs)) return `not available yet: ${clusterJs} is not built (the \`ringkv cluster\` command)`;
-  const basePort = await freePortRange(CLUSTER_NODES);
+  const basePort = await freePortRun(CLUSTER_NODES);
   const ports = Array.from({ length: CLUSTER_NODES }, (_, i) => basePort + i);
   const args = [
     context.mainJs,
@@ -989,26 +977,6 @@ async function ringkvCluster(context: Context, options: ClusterOptions, rows: Co
   } finally {
     await managed.stop();
   }
-}
-
-/** The first of `count` consecutive ports free on 127.0.0.1 right now. */
-async function freePortRange(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const first = await freePort();
-    if (first + count > 65535) continue;
-    let free = true;
-    for (let i = 1; i < count && free; i++) free = await portIsFree(first + i);
-    if (free) return first;
-  }
-  throw new Error(`no ${count} consecutive free ports found`);
-}
-
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
 }
 
 /** Retries one PUT until the cluster acknowledges it (leaders elected, quorum up). */
@@ -1544,3 +1512,6 @@ function assert(condition: boolean, message: string): asserts condition {
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   process.exitCode = await main(process.argv.slice(2));
 }
+
+/** Re-exported for the bench tests. */
+export { freePort };

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { freePortRun } from "../net/ports.ts";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
@@ -51,8 +52,6 @@ const RETRY_PAUSE_MS = 20;
 const POLL_PAUSE_MS = 100;
 /** Longest reply line read (INFO of a node with many partitions is the longest). */
 export const MAX_REPLY_BYTES = 4 * 1_048_576;
-/** Attempts at finding 5 consecutive free ports for the local cluster. */
-const PORT_ATTEMPTS = 20;
 
 const USAGE = `usage: ringkv drill --target local|compose [flags]
 
@@ -493,26 +492,6 @@ export async function runDrill(target: DrillTarget, options: DrillOptions = {}):
 // Targets
 // ---------------------------------------------------------------------------
 
-/** True when `port` can be bound on 127.0.0.1 right now. */
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-}
-
-/** A first port such that it and the next `count - 1` are free. */
-async function freePortRun(count: number): Promise<number> {
-  for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
-    let free = true;
-    for (let i = 0; i < count && free; i++) free = await portFree(base + i);
-    if (free) return base;
-  }
-  throw new DrillFailure(`found no ${count} consecutive free ports in ${PORT_ATTEMPTS} attempts (use --base-port)`);
-}
-
 interface OwnedTarget {
   target: DrillTarget;
   /** Stops whatever the target started. */
@@ -533,7 +512,9 @@ async function localTarget(options: { zk?: string; basePort?: number; dataDir: s
   }
   let cluster: LocalCluster | undefined;
   try {
-    const basePort = options.basePort ?? await freePortRun(LOCAL_NODES);
+    const basePort = options.basePort ?? await freePortRun(LOCAL_NODES).catch((error: Error) => {
+      throw new DrillFailure(`${error.message} (use --base-port)`);
+    });
     cluster = await startLocalCluster({
       zk: connect,
       nodes: LOCAL_NODES,

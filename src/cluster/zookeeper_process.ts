@@ -10,9 +10,10 @@
  * @module
  */
 
+import { freePort } from "../net/ports.ts";
 import { execa, type ResultPromise } from "execa";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -114,24 +115,8 @@ function installExitHook(handleSignals: boolean): void {
   }
 }
 
-/** Asks the OS for a free loopback port (bind to 0, read it, release it). */
-export async function freePort(): Promise<number> {
-  return await new Promise<number>((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      if (address === null || typeof address === "string") {
-        server.close();
-        reject(new Error("no port from the OS"));
-        return;
-      }
-      const port = address.port;
-      server.close(() => resolve(port));
-    });
-  });
-}
+/** Re-exported: tests ask for a free port where they ask for ZooKeeper. */
+export { freePort };
 
 /** Options for {@linkcode fourLetterWord}. */
 export interface FourLetterWordOptions {

@@ -325,11 +325,9 @@ class ClusterNode implements PeerHandler {
     for (;;) {
       const leader = this.leaders.get(partition);
       if (leader !== undefined && leader.id === this.config.id) {
-        const local = this.replicas.get(partition);
-        if (local !== undefined && local.isServing()) {
-          const outcome = await (isRead ? local.read(request.key, { local: false }) : local.write(toProposal(request)));
-          if (outcome.type !== "not_leader") return outcome;
-        }
+        // Served here now (forwarded: true keeps it from forwarding again).
+        const outcome = await this.router!.serveKey(request, { forwarded: true, readonly: false });
+        if (outcome.type !== "not_leader") return outcome;
       } else if (leader !== undefined) {
         const client = this.transport.client(leader.id);
         if (client !== undefined) {
@@ -465,12 +463,6 @@ class ClusterNode implements PeerHandler {
     this.transport.close();
     this.logger.info("stopped", {});
   }
-}
-
-function toProposal(request: KeyRequest): { op: "put" | "delete"; key: string; value: Buffer } {
-  return request.op === "put"
-    ? { op: "put", key: request.key, value: request.value }
-    : { op: "delete", key: request.key, value: Buffer.alloc(0) };
 }
 
 /** `FWD PUT <key> <base64 value>` | `FWD DELETE <key>` | `FWD GET <key>`. */

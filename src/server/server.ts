@@ -277,7 +277,8 @@ class Connection {
   private complete(slot: Slot, reply: Reply): void {
     slot.reply = reply;
     if (slot.kind !== "other") this.incomplete[slot.kind]--;
-    if (this.waitingForOrder && this.incomplete.read === 0 || this.waitingForOrder && this.incomplete.write === 0) {
+    if (this.waitingForOrder) {
+      // drainBacklog checks the order rule again and waits once more if it still holds.
       this.waitingForOrder = false;
       this.paused = false;
       this.drainBacklog();

@@ -14,6 +14,7 @@ import { requestLine, startLocalCluster, type LocalCluster, type LocalNodeSpec }
 
 export { requestLine };
 import { createRing, ownerOf } from "../../src/ring/ring.ts";
+import { freePortRun } from "../../src/net/ports.ts";
 
 /** Options for {@linkcode startTestCluster}. */
 export interface TestClusterOptions {
@@ -44,31 +45,13 @@ export interface TestCluster {
   stop(): Promise<void>;
 }
 
-/** Finds a port free on every node address. */
-async function freePortOnAll(hosts: string[]): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 30_000);
-    let ok = true;
-    for (const host of hosts) {
-      ok = await new Promise<boolean>((resolve) => {
-        const server = net.createServer();
-        server.once("error", () => resolve(false));
-        server.listen({ host, port }, () => server.close(() => resolve(true)));
-      });
-      if (!ok) break;
-    }
-    if (ok) return port;
-  }
-  throw new Error("no free port on every node address");
-}
-
 /** Starts ZooKeeper and the nodes, and waits until every partition has a leader. */
 export async function startTestCluster(options: TestClusterOptions = {}): Promise<TestCluster> {
   const count = options.nodes ?? 3;
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "ringkv-cluster-"));
   const zk = await startZooKeeper();
   const hosts = Array.from({ length: count }, (_, i) => `127.0.0.${11 + i}`);
-  const basePort = await freePortOnAll(hosts);
+  const basePort = await freePortRun(1, { hosts });
   let cluster: LocalCluster;
   try {
     cluster = await startLocalCluster({
