@@ -30,6 +30,8 @@ import {
   runBench,
   summarize,
 } from "./bench.ts";
+import { startLocalStack, type LocalStack } from "../node/local_cluster.ts";
+import { formatRolling, ROLLING_NODES, type RollingResult, runRolling } from "./rolling.ts";
 
 /** How long a started server gets to accept connections. */
 export const START_TIMEOUT_MS = 30_000;
@@ -77,8 +79,8 @@ export interface Shape {
 }
 
 /** The sections the suite can run. */
-export type Section = "standalone" | "memory" | "etcd" | "cluster";
-const ALL_SECTIONS: readonly Section[] = ["standalone", "memory", "etcd", "cluster"];
+export type Section = "standalone" | "memory" | "etcd" | "cluster" | "handover";
+const ALL_SECTIONS: readonly Section[] = ["standalone", "memory", "etcd", "cluster", "handover"];
 
 /** What one measured run reports (a {@linkcode BenchResult} or the etcd HTTP client's equivalent). */
 export interface Measurement {
@@ -128,6 +130,8 @@ export interface SuiteReport {
   standalone?: { rows: ComparisonRow[]; ringkvFailure?: string; redisFailure?: string };
   memory?: { ringkv: MemoryReport; redis: MemoryReport };
   cluster?: { rows: ComparisonRow[]; ringkvFailure?: string; etcdFailure?: string; etcdLeader?: string };
+  /** Planned restarts (graceful handover) under load: the rolling-restart drill. */
+  handover?: { result?: RollingResult; failure?: string };
 }
 
 /** Where the numbers were measured. */
@@ -1031,6 +1035,31 @@ async function clusterSection(
 }
 
 // ---------------------------------------------------------------------------
+// Planned restarts: graceful handover under load
+// ---------------------------------------------------------------------------
+
+async function handoverSection(context: Context, zk: string | undefined): Promise<NonNullable<SuiteReport["handover"]>> {
+  let stack: LocalStack | undefined;
+  try {
+    stack = await startLocalStack({
+      zk,
+      nodes: ROLLING_NODES,
+      basePort: await freePortRun(ROLLING_NODES),
+      dataDir: makeDir(context, "handover"),
+      secret: "bench-secret",
+      mainScript: context.mainJs,
+    });
+    const result = await runRolling(stack.cluster, { clients: 8, rounds: 2, log: context.log });
+    context.log(formatRolling(result));
+    return { result };
+  } catch (error) {
+    return { failure: (error as Error).message };
+  } finally {
+    await stack?.close();
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------
 
@@ -1221,7 +1250,35 @@ export function renderMarkdown(report: SuiteReport): string {
       "",
     );
   }
+  if (report.handover !== undefined) lines.push(...handoverLines(report.handover));
   return lines.join("\n");
+}
+
+/** Target of the write unavailability during a planned restart. */
+export const HANDOVER_TARGET_MS = 100;
+
+function handoverLines(handover: NonNullable<SuiteReport["handover"]>): string[] {
+  const lines = ["### Planned restarts: graceful handover under load", ""];
+  const result = handover.result;
+  if (result === undefined) return [...lines, `- not measured: ${handover.failure}`, ""];
+  lines.push(
+    "| node | partitions it led | SIGTERM → exit | longest write to those partitions (writes) | handover per partition (node log) |",
+    "|---|---|--:|--:|--:|",
+  );
+  for (const r of result.restarts) {
+    lines.push(`| ${r.node} | ${r.led.join(", ") || "—"} | ${r.stopMs} ms | ${r.led.length === 0 ? "—" : `${r.maxHandoverWriteMs.toFixed(1)} ms (${r.handoverWrites})`} | ${r.handoverLogMs.map((ms) => `${ms} ms`).join(", ") || "—"} |`);
+  }
+  const worst = Math.max(0, ...result.restarts.filter((r) => r.led.length > 0).map((r) => r.maxHandoverWriteMs));
+  lines.push(
+    "",
+    `\`ringkv rolling\`: 5 local nodes (5 partitions × 3 replicas, ZooKeeper with fsync), 8 clients doing sequential PUT/GET through random nodes; ` +
+      `every node restarted ${result.restarts.length / ROLLING_NODES} times with SIGTERM. ${result.requests.toLocaleString("en-US")} requests: ` +
+      `${result.failures.length} failed, ${result.lost.length} acknowledged writes lost, ${result.resent} sent again after their node closed the connection unanswered.`,
+    "",
+    `- write unavailability during a planned restart (longest write to a partition being handed over): ${worst.toFixed(1)} ms (target ≤ ${HANDOVER_TARGET_MS} ms) — **${worst <= HANDOVER_TARGET_MS ? "met" : "not met"}**`,
+    "",
+  );
+  return lines;
 }
 
 function rate(value: number | undefined): string | undefined {
@@ -1302,7 +1359,7 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteReport>
     durationS: options.durationS ?? 5,
     warmupS: options.warmupS ?? 1,
   };
-  const sections = new Set(options.sections ?? ["standalone", "memory", "etcd", ...(options.cluster ? ["cluster" as const] : [])]);
+  const sections = new Set(options.sections ?? ["standalone", "memory", "etcd", ...(options.cluster ? ["cluster" as const, "handover" as const] : [])]);
   const skipRingkv = options.skipRingkv ?? false;
   const report: SuiteReport = {
     startedAt: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
@@ -1323,6 +1380,7 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteReport>
         extraArgs: options.clusterArgs ?? [],
       });
     }
+    if (sections.has("handover") && !skipRingkv) report.handover = await handoverSection(context, options.zk);
   } finally {
     await stopAll();
     if (!options.keepData) fs.rmSync(tmpRoot, { recursive: true, force: true });
@@ -1346,6 +1404,8 @@ export function hasFailures(report: SuiteReport, skipRingkv: boolean): boolean {
   if (!skipRingkv && report.standalone?.ringkvFailure !== undefined) return true;
   if (report.memory?.redis.failure !== undefined) return true;
   if (!skipRingkv && report.memory?.ringkv.failure !== undefined) return true;
+  const handover = report.handover;
+  if (handover !== undefined && (handover.failure !== undefined || (handover.result?.failures.length ?? 0) > 0 || (handover.result?.lost.length ?? 0) > 0)) return true;
   return false;
 }
 
@@ -1359,9 +1419,10 @@ shapes, and prints a Markdown table.
   --duration S        measured seconds per cell (5)
   --warmup S          warmup seconds per cell (1)
   --keys N            keys for the memory/restart section (1000000)
-  --only LIST         comma list of sections: standalone,memory,etcd,cluster
-                      (default: standalone,memory,etcd; cluster with --cluster)
-  --cluster           also drive \`ringkv cluster\` (3 replicas) against etcd
+  --only LIST         comma list of sections: standalone,memory,etcd,cluster,handover
+                      (default: standalone,memory,etcd; cluster,handover with --cluster)
+  --cluster           also drive \`ringkv cluster\` (3 replicas) against etcd, and
+                      measure planned restarts (the rolling-restart drill)
   --zk CONNECT        ZooKeeper connect string for \`ringkv cluster\`
   --cluster-arg=FLAG  extra flag for \`ringkv cluster\` (repeatable; use the
                       = form when FLAG starts with a dash)

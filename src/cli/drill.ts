@@ -23,7 +23,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { execa } from "execa";
-import { startLocalCluster, waitForPort, type LocalCluster } from "../node/local_cluster.ts";
+import { startLocalStack, waitForPort, type LocalStack } from "../node/local_cluster.ts";
 import { createRing, ownerOf, ringPosition } from "../ring/ring.ts";
 
 /** Acknowledged writes before the leader is stopped, unless `--writes`. */
@@ -499,39 +499,27 @@ interface OwnedTarget {
 }
 
 async function localTarget(options: { zk?: string; basePort?: number; dataDir: string; log: (line: string) => void; deadline: number }): Promise<OwnedTarget> {
-  let zookeeper: { connect: string; stop(): Promise<void> } | undefined;
-  let connect = options.zk;
-  if (connect === undefined) {
-    const zk = await import("../cluster/zookeeper_process.ts");
-    if (!zk.zooKeeperAvailable()) {
-      throw new DrillFailure("ZooKeeper is not installed (apt-get install zookeeper), and --zk was not given");
-    }
-    const server: { connect: string; stop(): Promise<void> } = await zk.startZooKeeper({ dataDir: path.join(options.dataDir, "zookeeper"), tickTime: 200 });
-    zookeeper = server;
-    connect = server.connect;
-  }
-  let cluster: LocalCluster | undefined;
+  let stack: LocalStack;
   try {
     const basePort = options.basePort ?? await freePortRun(LOCAL_NODES).catch((error: Error) => {
       throw new DrillFailure(`${error.message} (use --base-port)`);
     });
-    cluster = await startLocalCluster({
-      zk: connect,
+    stack = await startLocalStack({
+      zk: options.zk,
       nodes: LOCAL_NODES,
       basePort,
-      dataDir: path.join(options.dataDir, "nodes"),
+      dataDir: options.dataDir,
       // A throwaway secret: the nodes would otherwise warn about the development default.
       secret: randomBytes(16).toString("hex"),
+      leadersTimeoutMs: Math.max(1, Math.min(SETUP_TIMEOUT_MS, options.deadline - Date.now())),
     });
-    await cluster.waitForLeaders({ timeoutMs: Math.max(1, Math.min(SETUP_TIMEOUT_MS, options.deadline - Date.now())) });
   } catch (error) {
-    await cluster?.stop();
-    await zookeeper?.stop();
+    if (error instanceof DrillFailure) throw error;
     throw new DrillFailure(`the local cluster did not come up: ${(error as Error).message}`);
   }
-  const running = cluster;
+  const running = stack.cluster;
   let closed = false;
-  options.log(`drill: local cluster: ZooKeeper ${connect}${zookeeper === undefined ? "" : " (started by the drill)"}, nodes ${running.specs.map((s) => `${s.id}=${s.host}:${s.port}`).join(" ")}, logs in ${path.join(options.dataDir, "nodes")}`);
+  options.log(`drill: local cluster: ZooKeeper ${stack.zk}${stack.ownsZooKeeper ? " (started by the drill)" : ""}, nodes ${running.specs.map((s) => `${s.id}=${s.host}:${s.port}`).join(" ")}, logs in ${path.join(options.dataDir, "nodes")}`);
   return {
     target: {
       name: "local",
@@ -548,8 +536,7 @@ async function localTarget(options: { zk?: string; basePort?: number; dataDir: s
     },
     async close() {
       closed = true;
-      await running.stop();
-      await zookeeper?.stop();
+      await stack.close();
     },
   };
 }

@@ -20,6 +20,7 @@ commands:
   bench-suite  the benchmark comparison behind npm run bench
   sim          deterministic simulation of the replication core (npm run sim)
   drill        failover drill against a local cluster or docker compose
+  rolling      rolling-restart drill: SIGTERM every node in turn under load
 
 flags: --help, --version`;
 
@@ -50,6 +51,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./bench_suite.ts")).main(rest);
     case "drill":
       return (await import("./drill.ts")).main(rest);
+    case "rolling":
+      return (await import("./rolling.ts")).main(rest);
     case "sim":
       return (await import("./sim.ts")).main(rest);
     default:

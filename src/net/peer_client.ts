@@ -178,6 +178,15 @@ export class PeerClient {
   }
 
   private onReply(line: string): void {
+    if (line.startsWith("BYE")) {
+      // The peer shuts down having answered everything it executed: whatever
+      // is still waiting was never executed there, so it may be retried.
+      const socket = this.socket;
+      this.socket = undefined;
+      socket?.destroy();
+      for (const waiter of this.pending.splice(0)) waiter.reject(new PeerError(`peer ${this.address} shut down before executing the request`, false));
+      return;
+    }
     const waiter = this.pending.shift();
     if (waiter === undefined) {
       this.options.logger.warn("peer_unexpected_reply", { peer: this.address, line: line.slice(0, 200) });

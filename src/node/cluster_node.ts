@@ -28,6 +28,12 @@ import type { RunningNode } from "./node.ts";
 export const HEARTBEAT_MS = 50;
 /** How often a request waiting for a leader re-checks. */
 const LEADER_POLL_MS = 25;
+/**
+ * A graceful handover waits at most this long for in-flight requests and the
+ * successor's catch-up, and as long again for the new leader to be published;
+ * past it the node leaves anyway (safe: the next leader recovers what it lacks).
+ */
+export const HANDOVER_TIMEOUT_MS = 2_000;
 
 /** Starts a node that joins the cluster at `config.zk`. */
 export async function startClusterNode(config: NodeConfig, logger: Logger): Promise<RunningNode> {
@@ -185,6 +191,70 @@ class ClusterNode implements PeerHandler {
 
   private router: ReturnType<typeof createRouter> | undefined;
 
+  // ---- graceful handover ----
+
+  private async handOverAll(): Promise<void> {
+    const cluster = this.cluster;
+    if (cluster === undefined) return;
+    const replicas = [...this.replicas.values()];
+    // Leave the elections of the partitions we follow first, so that no
+    // handover (ours or a peer's shutting down at the same time) picks us.
+    const followed = replicas.filter((replica) => !replica.isServing());
+    await Promise.all(followed.map((replica) =>
+      cluster.withdraw(replica.name).catch((error) => this.logger.warn("withdraw_failed", { partition: replica.name, error }))
+    ));
+    // One at a time: each partition is unavailable only for its own handover
+    // (ZooKeeper operations of one node run one after another anyway).
+    for (const replica of replicas) {
+      if (replica.isServing()) await this.handOver(cluster, replica);
+    }
+  }
+
+  /**
+   * Hands `replica`'s leadership to the next candidate in line: stop taking
+   * requests (they wait and then go to the new leader), drain, let the next
+   * candidate catch up, leave the election, wait until the new leader is
+   * published. Write unavailability is the time from drain to publication.
+   */
+  private async handOver(cluster: Cluster, replica: ReplicatedPartition): Promise<void> {
+    const partition = replica.name;
+    const started = performance.now();
+    const candidates = await cluster.candidates(partition).catch(() => []);
+    const successor = candidates.find((c) => c.id !== this.config.id)?.id;
+    const caughtUp = await replica.drain(successor, HANDOVER_TIMEOUT_MS);
+    const drainedMs = performance.now() - started;
+    await cluster.withdraw(partition).catch((error) => this.logger.warn("withdraw_failed", { partition, error }));
+    const deadline = performance.now() + HANDOVER_TIMEOUT_MS;
+    for (;;) {
+      const leader = this.leaders.get(partition);
+      if (leader !== undefined && leader.id !== this.config.id) {
+        this.logger.always("handover", {
+          partition,
+          to: leader.id,
+          epoch: leader.epoch,
+          successorCaughtUp: caughtUp,
+          drainMs: Math.round(drainedMs),
+          ms: Math.round(performance.now() - started),
+        });
+        return;
+      }
+      const remaining = deadline - performance.now();
+      const left = remaining > 0 ? await cluster.candidates(partition).catch(() => undefined) : undefined;
+      if (remaining <= 0 || left?.length === 0) {
+        // Nobody left in line (the whole group is stopping) or no leader in time: leave anyway.
+        this.logger.warn("handover_incomplete", {
+          partition,
+          successor,
+          successorCaughtUp: caughtUp,
+          candidatesLeft: left?.length,
+          ms: Math.round(performance.now() - started),
+        });
+        return;
+      }
+      await this.waitForLeaderChange(Math.min(remaining, LEADER_POLL_MS * 4));
+    }
+  }
+
   /** For GET /health: 200 only while this node can serve. */
   private health(): { ok: boolean; reason?: string } {
     if (this.closed) return { ok: false, reason: "shutting down" };
@@ -255,6 +325,11 @@ class ClusterNode implements PeerHandler {
   }
 
   private onCandidate(partition: string, epoch: number | undefined): void {
+    if (this.closed && epoch !== undefined) {
+      // Shutting down: never take over a partition; pass the turn on at once.
+      this.cluster?.withdraw(partition).catch(() => {});
+      return;
+    }
     this.candidacy.set(partition, epoch);
     const replica = this.replicas.get(partition);
     if (replica === undefined) return;
@@ -340,6 +415,8 @@ class ClusterNode implements PeerHandler {
       if (remaining <= 0) {
         return { type: "unavailable", message: `no leader for partition ${partition} answered in time; nothing was written` };
       }
+      // The leader changed while we were asking the old one: try the new one at once.
+      if (this.leaders.get(partition) !== leader) continue;
       await this.waitForLeaderChange(Math.min(remaining, LEADER_POLL_MS * 4));
     }
   }
@@ -452,11 +529,19 @@ class ClusterNode implements PeerHandler {
     return { type: "raw", line: encodeForwardReply(outcome) };
   }
 
+  /**
+   * Planned shutdown (SIGTERM): hand every partition this node leads to an
+   * up-to-date replica while still routing requests, then answer everything
+   * already started and close the connections (a request that got no reply
+   * was never executed), then leave ZooKeeper.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.handOverAll();
     await this.http?.close();
-    await this.server?.close();
+    // Longer than any request may take, so every request started gets its reply.
+    await this.server?.close({ graceMs: this.config.requestTimeoutMs + 1_000 });
     for (const replica of this.replicas.values()) replica.stepDown("shutdown");
     await this.cluster?.close().catch((error) => this.logger.warn("zk_close_failed", { error }));
     for (const replica of this.replicas.values()) await replica.close();

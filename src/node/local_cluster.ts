@@ -238,3 +238,53 @@ export async function waitForPort(host: string, port: number, timeoutMs: number)
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Options for {@linkcode startLocalStack}: a local cluster plus, unless `zk` is given, its own ZooKeeper. */
+export interface LocalStackOptions extends Omit<LocalClusterOptions, "zk"> {
+  /** An existing ZooKeeper to use; undefined: start one in `<dataDir>/zookeeper`. */
+  zk?: string;
+  /** How long to wait for a leader of every partition. Defaults to 60 s. */
+  leadersTimeoutMs?: number;
+}
+
+/** A local cluster with the ZooKeeper it runs on. */
+export interface LocalStack {
+  cluster: LocalCluster;
+  /** ZooKeeper connect string. */
+  zk: string;
+  /** Did the stack start that ZooKeeper (and so stops it on close)? */
+  ownsZooKeeper: boolean;
+  /** Stops the nodes, then the ZooKeeper the stack started. */
+  close(): Promise<void>;
+}
+
+/** Starts ZooKeeper (unless given) and a local cluster, and waits until every partition has a leader. */
+export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
+  let zookeeper: { connect: string; stop(): Promise<void> } | undefined;
+  let connect = options.zk;
+  if (connect === undefined) {
+    const zk = await import("../cluster/zookeeper_process.ts");
+    if (!zk.zooKeeperAvailable()) throw new Error("ZooKeeper is not installed (apt-get install zookeeper), and no ZooKeeper address was given");
+    zookeeper = await zk.startZooKeeper({ dataDir: path.join(options.dataDir, "zookeeper"), tickTime: 200 });
+    connect = zookeeper.connect;
+  }
+  let cluster: LocalCluster | undefined;
+  try {
+    cluster = await startLocalCluster({ ...options, zk: connect, dataDir: path.join(options.dataDir, "nodes") });
+    await cluster.waitForLeaders({ timeoutMs: options.leadersTimeoutMs ?? 60_000 });
+  } catch (error) {
+    await cluster?.stop();
+    await zookeeper?.stop();
+    throw error;
+  }
+  const running = cluster;
+  return {
+    cluster: running,
+    zk: connect,
+    ownsZooKeeper: zookeeper !== undefined,
+    async close() {
+      await running.stop();
+      await zookeeper?.stop();
+    },
+  };
+}

@@ -18,6 +18,8 @@ import type { Logger } from "../log/log.ts";
 export const MAX_HELD_MESSAGES = 10_000;
 /** Apply results remembered for proposals whose result has not been taken yet, at most. */
 const MAX_REMEMBERED_RESULTS = 200_000;
+/** How often a draining leader re-checks its in-flight requests and its successor's progress. */
+const DRAIN_POLL_MS = 2;
 
 /** A whole partition state at one log position, as it travels between nodes. */
 export interface SnapshotImage {
@@ -115,6 +117,8 @@ export class ReplicatedPartition implements PartitionHandle {
   private snapshotting = false;
   private broken = false;
   private closed = false;
+  /** Planned shutdown: new requests are refused (the router sends them on to the next leader). */
+  private draining = false;
   private readonly ticker: NodeJS.Timeout;
   private readonly started = performance.now();
 
@@ -208,7 +212,7 @@ export class ReplicatedPartition implements PartitionHandle {
   // ---- clients ----
 
   write(proposal: Proposal): Promise<Outcome> {
-    if (!this.serving || this.broken) return Promise.resolve(this.notLeader());
+    if (!this.serving || this.broken || this.draining) return Promise.resolve(this.notLeader());
     const id = this.nextId++;
     return new Promise<Outcome>((resolve) => {
       const timer = setTimeout(() => {
@@ -222,7 +226,7 @@ export class ReplicatedPartition implements PartitionHandle {
 
   read(key: string, options: ReadOptions): Outcome | Promise<Outcome> {
     if (options.local) return this.localRead(key);
-    if (!this.serving || this.broken) return this.notLeader();
+    if (!this.serving || this.broken || this.draining) return this.notLeader();
     const id = this.nextId++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -241,6 +245,31 @@ export class ReplicatedPartition implements PartitionHandle {
 
   private notLeader(): Outcome {
     return { type: "not_leader", leader: this.leaderHint?.address };
+  }
+
+  /**
+   * First half of a graceful handover: refuse new requests (they wait for the
+   * next leader), let the ones in flight finish, and wait until `successor`
+   * holds every entry, so that its campaign has nothing left to recover.
+   * Bounded by `timeoutMs`; resolves whether all of that happened in time.
+   * The caller then leaves the election; the replica never serves again.
+   */
+  async drain(successor: string | undefined, timeoutMs: number): Promise<boolean> {
+    this.draining = true;
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      if (this.writes.size === 0 && this.reads.size === 0 && this.successorHasAll(successor)) return true;
+      if (performance.now() >= deadline || this.closed || this.broken || !this.serving) return false;
+      await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+    }
+  }
+
+  private successorHasAll(successor: string | undefined): boolean {
+    const core = this.core.status();
+    if (core.commitIndex < core.lastIndex) return false;
+    if (successor === undefined) return true;
+    const progress = this.core.progress().find((p) => p.id === successor);
+    return progress !== undefined && progress.matchIndex >= core.lastIndex;
   }
 
   /** Serving as leader right now. */
@@ -266,7 +295,7 @@ export class ReplicatedPartition implements PartitionHandle {
 
   /** Replication progress per follower, when the core exposes it (leaders only). */
   private followers(commitIndex: number): PartitionStatus["followers"] {
-    const progress = this.core.progress?.() ?? [];
+    const progress = this.core.progress();
     return progress.map((p) => ({ id: p.id, matchIndex: p.matchIndex, lag: Math.max(0, commitIndex - p.matchIndex) }));
   }
 

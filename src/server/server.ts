@@ -18,6 +18,8 @@ export const MAX_INFLIGHT_PER_CONNECTION = 4096;
 export const MAX_PEER_LINE_BYTES = 256 * 1_048_576;
 /** Replies are pushed to the socket at least every this many requests of one read. */
 const FLUSH_EVERY_REQUESTS = 8;
+/** Last line to an authenticated peer on shutdown: nothing it sent after its last reply was executed. */
+const PEER_BYE = Buffer.from("BYE shutdown\n");
 /** How long a closing connection may linger before it is destroyed. */
 const LINGER_MS = 5000;
 /** Unsent reply bytes a connection may hold before the server stops reading it. */
@@ -366,7 +368,11 @@ class Connection {
         clearTimeout(timer);
         this.drained = undefined;
         if (!this.socket.destroyed) {
-          this.socket.end();
+          // Every request read was answered, so nothing more will be executed:
+          // a peer learns that requests it sent since were not (and may retry them).
+          if (this.context.peer !== undefined && this.pending() === 0) this.socket.end(PEER_BYE);
+          else this.socket.end();
+          this.socket.resume(); // read (and drop) until the client's close, which a paused socket never sees
           this.socket.once("close", () => resolve());
           setTimeout(() => {
             this.socket.destroy();
