@@ -12,12 +12,13 @@ import { parseArgs } from "node:util";
 import { startLocalCluster } from "../node/local_cluster.ts";
 import { startZooKeeper, zooKeeperAvailable, type ZooKeeperServer } from "../cluster/zookeeper_process.ts";
 
-const USAGE = `usage: ringkv cluster [--zk host:port] [--nodes 5] [--base-port 9001] [--data-dir ./data/cluster] [--fresh]
+const USAGE = `usage: ringkv cluster [--zk host:port] [--nodes 5] [--base-port 9001] [--http-base-port 8001] [--data-dir ./data/cluster] [--fresh]
 
 Starts ZooKeeper (unless --zk is given) and a local cluster; Ctrl-C stops it.
   --zk <connect>     use this ZooKeeper instead of starting one
   --nodes <n>        number of nodes (default 5; partitions = nodes, 3 replicas each)
   --base-port <p>    first client port (default 9001)
+  --http-base-port <p>  first HTTP API port (default 8001; 0: no HTTP API)
   --data-dir <dir>   where node data, logs and ZooKeeper's data go (default ./data/cluster)
   --fresh            delete the data dir first (a new, empty cluster)`;
 
@@ -31,6 +32,7 @@ export async function main(argv: string[]): Promise<number> {
         "zk": { type: "string" },
         "nodes": { type: "string", default: "5" },
         "base-port": { type: "string", default: "9001" },
+        "http-base-port": { type: "string", default: "8001" },
         "data-dir": { type: "string", default: "./data/cluster" },
         "fresh": { type: "boolean", default: false },
         "help": { type: "boolean", default: false },
@@ -47,12 +49,17 @@ export async function main(argv: string[]): Promise<number> {
   }
   const nodes = Number(values.nodes);
   const basePort = Number(values["base-port"]);
+  const httpBasePort = Number(values["http-base-port"]);
   if (!Number.isInteger(nodes) || nodes < 3 || nodes > 50) {
     console.error("ringkv cluster: --nodes must be a whole number from 3 to 50");
     return 2;
   }
   if (!Number.isInteger(basePort) || basePort < 1 || basePort + nodes > 65535) {
     console.error("ringkv cluster: --base-port must be a port number");
+    return 2;
+  }
+  if (!Number.isInteger(httpBasePort) || httpBasePort < 0 || httpBasePort + nodes > 65535) {
+    console.error("ringkv cluster: --http-base-port must be a port number (0: no HTTP API)");
     return 2;
   }
   const dataDir = path.resolve(values["data-dir"]!);
@@ -70,12 +77,20 @@ export async function main(argv: string[]): Promise<number> {
     connect = zookeeper.connect;
     console.log(`ZooKeeper      ${connect} (pid ${zookeeper.pid}, data in ${path.join(dataDir, "zookeeper")})`);
   }
-  const cluster = await startLocalCluster({ zk: connect!, nodes, basePort, dataDir, sessionTimeoutMs: 2000 });
+  const cluster = await startLocalCluster({
+    zk: connect!,
+    nodes,
+    basePort,
+    httpBasePort: httpBasePort === 0 ? undefined : httpBasePort,
+    dataDir,
+    sessionTimeoutMs: 2000,
+  });
   const leaders = await cluster.waitForLeaders({ timeoutMs: 60_000 });
   console.log("");
   for (const spec of cluster.specs) {
     const leads = Object.entries(leaders).filter(([, id]) => id === spec.id).map(([p]) => p);
-    console.log(`${spec.id.padEnd(4)} ${spec.host}:${spec.port}  pid ${String(cluster.pid(spec.id)).padEnd(7)} replicates ${spec.partitions.join(",").padEnd(10)} leads ${leads.join(",") || "-"}   log ${spec.logFile}`);
+    const http = spec.httpPort === undefined ? "" : ` http ${spec.httpPort}`;
+    console.log(`${spec.id.padEnd(4)} ${spec.host}:${spec.port}${http}  pid ${String(cluster.pid(spec.id)).padEnd(7)} replicates ${spec.partitions.join(",").padEnd(10)} leads ${leads.join(",") || "-"}   log ${spec.logFile}`);
   }
   const port = cluster.specs[0].port;
   const host = cluster.specs[0].host;
@@ -85,9 +100,12 @@ ringkv is up: ${nodes} nodes, ${Object.keys(cluster.layout).length} partitions, 
   echo "PUT greeting hello world" | nc -q1 ${host} ${port}
   echo "GET greeting" | nc -q1 ${host} ${basePort + 1}
   echo '{"op":"GET","key":"greeting"}' | nc -q1 ${host} ${basePort + 2}
-  redis-cli -p ${basePort + 3} get greeting
+  redis-cli -p ${basePort + 3} get greeting${httpBasePort === 0 ? "" : `
+  curl -s 'http://${host}:${httpBasePort + 4}/get?key=greeting'
+  curl -s http://${host}:${httpBasePort}/metrics | grep ringkv_partition_leader`}
   echo INFO | nc -q1 ${host} ${port}      # who leads what, commit indexes
   kill -9 <a leader's pid>                 # and watch another node take over
+  kill <a leader's pid>                    # SIGTERM: it hands its partitions over first
 
 Ctrl-C stops the cluster (data stays in ${dataDir}; --fresh starts empty).`);
 

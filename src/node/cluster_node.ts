@@ -20,7 +20,7 @@ import { joinCluster, type Cluster, type LeaderInfo, type NodeInfo } from "../cl
 import { PeerError } from "../net/peer_client.ts";
 import type { Reply } from "../protocol/types.ts";
 import { VERSION } from "../cli/version.ts";
-import { collectPartitions, createNodeMetrics, instrumentHandler, stateSamples, ZK_SESSION_STATES } from "../server/metrics.ts";
+import { collectPartitions, createNodeMetrics, fsyncObserver, instrumentHandler, stateSamples, ZK_SESSION_STATES } from "../server/metrics.ts";
 import { startHttpServer, type HttpServer } from "../server/http.ts";
 import type { RunningNode } from "./node.ts";
 
@@ -76,6 +76,7 @@ class ClusterNode implements PeerHandler {
   private session = "connecting";
   private closed = false;
   private readonly metrics = createNodeMetrics();
+  private readonly onBatch = fsyncObserver(this.metrics);
   private http: HttpServer | undefined;
   private ready = false;
 
@@ -292,6 +293,7 @@ class ClusterNode implements PeerHandler {
       self: this.config.id,
       members,
       fsync: this.config.fsync,
+      onBatch: this.onBatch,
       snapshotEvery: this.config.snapshotEvery,
       heartbeatMs: HEARTBEAT_MS,
       requestTimeoutMs: this.config.requestTimeoutMs,

@@ -19,6 +19,8 @@ export interface LocalNodeSpec {
   partitions: string[];
   dataDir: string;
   logFile: string;
+  /** HTTP API port, when the cluster was given `httpBasePort`. */
+  httpPort?: number;
 }
 
 /** Options for {@linkcode startLocalCluster}. */
@@ -33,6 +35,8 @@ export interface LocalClusterOptions {
   partitions?: number;
   /** First port (nodes take consecutive ports). Defaults to 9001. */
   basePort?: number;
+  /** First HTTP API port (node i gets httpBasePort + i - 1); undefined: no HTTP API. */
+  httpBasePort?: number;
   /** Listen address of every node when `distinctHosts` is false. Defaults to 127.0.0.1. */
   host?: string;
   /** Give node i the address 127.0.0.(10+i) (separate hosts for partition tests). */
@@ -94,6 +98,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     partitions: Object.entries(layout).filter(([, members]) => members.includes(id)).map(([p]) => p),
     dataDir: path.join(options.dataDir, id),
     logFile: path.join(options.dataDir, `${id}.log`),
+    httpPort: options.httpBasePort === undefined ? undefined : options.httpBasePort + i,
   }));
   const processes = new Map<string, ResultPromise>();
 
@@ -109,6 +114,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       "--expect-nodes", String(count),
       "--session-timeout", String(options.sessionTimeoutMs ?? 2000),
       ...(options.secret ? ["--secret", options.secret] : []),
+      ...(spec.httpPort === undefined ? [] : ["--http-port", String(spec.httpPort)]),
       ...(options.args ?? []),
     ];
     const log = { file: spec.logFile, append: true } as const;

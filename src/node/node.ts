@@ -14,7 +14,7 @@ import { lockDataDir } from "../storage/lock.ts";
 import { openStandalonePartition } from "../replication/standalone.ts";
 import type { PartitionHandle } from "../replication/partition.ts";
 import { VERSION } from "../cli/version.ts";
-import { collectPartitions, createNodeMetrics, instrumentHandler } from "../server/metrics.ts";
+import { collectPartitions, createNodeMetrics, fsyncObserver, instrumentHandler } from "../server/metrics.ts";
 import { startHttpServer, type HttpServer } from "../server/http.ts";
 
 /** A started node. */
@@ -40,10 +40,13 @@ async function startStandaloneNode(config: NodeConfig, logger: Logger): Promise<
   const lock = lockDataDir(dataDir);
   const started = Date.now();
   const partitions = new Map<string, PartitionHandle>();
+  const metrics = createNodeMetrics();
+  const onBatch = fsyncObserver(metrics);
   try {
     for (const name of config.partitions) {
       partitions.set(name, await openStandalonePartition(dataDir, name, {
         fsync: config.fsync,
+        onBatch,
         snapshotEvery: config.snapshotEvery,
         logger,
         nodeId: config.id,
@@ -64,7 +67,6 @@ async function startStandaloneNode(config: NodeConfig, logger: Logger): Promise<
     info: () => ({ mode: "standalone", fsync: config.fsync }),
   };
   let server: Server | undefined;
-  const metrics = createNodeMetrics();
   collectPartitions(metrics, () => [...partitions.values()].map((p) => p.status()));
   metrics.collect("ringkv_connections", () => [{ value: server?.connections() ?? 0 }]);
   const router = createRouter(topology, {

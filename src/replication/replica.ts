@@ -10,7 +10,7 @@
 import { ReplicaCore } from "./core.ts";
 import type { CoreEvent, PeerMessage, Proposal, Ready } from "./types.ts";
 import type { Outcome, PartitionHandle, PartitionStatus, ReadOptions } from "./partition.ts";
-import { openPartitionLog, type PartitionLog } from "../storage/partition_log.ts";
+import { type BatchStats, openPartitionLog, type PartitionLog } from "../storage/partition_log.ts";
 import { KvStore, type ApplyResult } from "../store/store.ts";
 import type { Logger } from "../log/log.ts";
 
@@ -46,6 +46,8 @@ export interface ReplicaOptions {
   self: string;
   members: readonly string[];
   fsync: "always" | "never";
+  /** Told about every group-commit batch of the partition's log (metrics). */
+  onBatch?: (batch: BatchStats) => void;
   snapshotEvery: number;
   heartbeatMs: number;
   /** A proposal without a result after this long gets `timeout` (unknown outcome); a read gets `unavailable`. */
@@ -73,6 +75,7 @@ interface PendingRead {
 export async function openReplica(dataDir: string, options: ReplicaOptions): Promise<ReplicatedPartition> {
   const { log, recovery } = await openPartitionLog(dataDir, options.partition, {
     fsync: options.fsync,
+    onBatch: options.onBatch,
     log: (event, detail) => options.logger.warn(event, { partition: options.partition, ...detail }),
   });
   const store = new KvStore();

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { openPartitionLog, type PartitionLog } from "../storage/partition_log.ts";
+import { type BatchStats, openPartitionLog, type PartitionLog } from "../storage/partition_log.ts";
 import type { LogEntry } from "../storage/entry.ts";
 import { KvStore } from "../store/store.ts";
 import type { Logger } from "../log/log.ts";
@@ -18,6 +18,8 @@ const STANDALONE_EPOCH = 1;
 /** Options for {@linkcode openStandalonePartition}. */
 export interface StandaloneOptions {
   fsync: "always" | "never";
+  /** Told about every group-commit batch of the partition's log (metrics). */
+  onBatch?: (batch: BatchStats) => void;
   /** Snapshot after this many log entries since the last one. */
   snapshotEvery: number;
   logger: Logger;
@@ -33,6 +35,7 @@ export async function openStandalonePartition(
 ): Promise<PartitionHandle> {
   const { log, recovery } = await openPartitionLog(dataDir, partition, {
     fsync: options.fsync,
+    onBatch: options.onBatch,
     log: (event, detail) => options.logger.warn(event, { partition, ...detail }),
   });
   const store = new KvStore();

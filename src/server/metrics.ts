@@ -12,6 +12,7 @@
 import type { Reply, Request } from "../protocol/types.ts";
 import type { RequestHandler } from "./server.ts";
 import type { PartitionStatus } from "../replication/partition.ts";
+import type { BatchStats } from "../storage/partition_log.ts";
 
 /** Label name → value. Every declared label must be present. */
 export type Labels = Readonly<Record<string, string>>;
@@ -462,6 +463,16 @@ export function createNodeMetrics(): Metrics {
     labels: ["state"],
   });
   return metrics;
+}
+
+/** A storage `onBatch` hook that feeds the group-commit histograms of `metrics`. */
+export function fsyncObserver(metrics: Metrics): (batch: BatchStats) => void {
+  const entries = metrics.histogram("ringkv_fsync_batch_entries");
+  const seconds = metrics.histogram("ringkv_fsync_duration_seconds");
+  return function observeBatch(batch: BatchStats): void {
+    entries.observe(batch.records);
+    seconds.observe(batch.ms / 1000);
+  };
 }
 
 /**

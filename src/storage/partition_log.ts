@@ -67,8 +67,19 @@ export interface PartitionLogOptions {
   fsync?: "always" | "never";
   /** Called for notable events (torn tail cut, segment deleted, snapshot written): one structured object. */
   log?: (event: string, detail: Record<string, unknown>) => void;
+  /** Called after every group-commit batch that wrote bytes (for metrics). Must not throw. */
+  onBatch?: (batch: BatchStats) => void;
   /** Start a new segment once the current one reaches this size. Default {@linkcode SEGMENT_MAX_BYTES}; small values are for tests. */
   segmentMaxBytes?: number;
+}
+
+/** One group-commit batch, as reported to {@linkcode PartitionLogOptions.onBatch}. */
+export interface BatchStats {
+  /** Log records in the batch. */
+  records: number;
+  bytes: number;
+  /** From the start of the write to the end of its fsync (or of the write with fsync "never"). */
+  ms: number;
 }
 
 /** What {@linkcode openPartitionLog} found on disk. */
@@ -337,6 +348,7 @@ export async function openPartitionLog(
     fsync: options.fsync ?? "always",
     segmentMaxBytes,
     emit,
+    onBatch: options.onBatch,
     fh,
     segments,
     lastIndex: Math.max(replay.logLast ?? 0, baseIndex),
@@ -450,6 +462,7 @@ interface PartitionLogInit {
   fsync: "always" | "never";
   segmentMaxBytes: number;
   emit: (event: string, detail: Record<string, unknown>) => void;
+  onBatch: ((batch: BatchStats) => void) | undefined;
   fh: FileHandle;
   segments: SegmentInfo[];
   lastIndex: number;
@@ -473,6 +486,7 @@ export class PartitionLog {
   readonly #fsync: "always" | "never";
   readonly #segmentMaxBytes: number;
   readonly #emit: (event: string, detail: Record<string, unknown>) => void;
+  readonly #onBatch: ((batch: BatchStats) => void) | undefined;
   #fh: FileHandle;
   readonly #segments: SegmentInfo[];
   readonly #queue: QueueItem[] = [];
@@ -498,6 +512,7 @@ export class PartitionLog {
     this.#fsync = init.fsync;
     this.#segmentMaxBytes = init.segmentMaxBytes;
     this.#emit = init.emit;
+    this.#onBatch = init.onBatch;
     this.#fh = init.fh;
     this.#segments = init.segments;
     this.#lastIndex = init.lastIndex;
@@ -773,6 +788,7 @@ export class PartitionLog {
   }
 
   async #writeBatch(batch: AppendItem[], bytes: number): Promise<void> {
+    const started = this.#onBatch === undefined ? 0 : performance.now();
     if (bytes > 0) {
       if (this.#current().size >= this.#segmentMaxBytes) await this.#rotate();
       let data: Buffer;
@@ -798,6 +814,7 @@ export class PartitionLog {
     this.#stats.batches++;
     this.#stats.records += records;
     this.#stats.bytes += bytes;
+    if (this.#onBatch !== undefined && bytes > 0) this.#onBatch({ records, bytes, ms: performance.now() - started });
     for (const item of batch) item.done.resolve();
   }
 

@@ -302,6 +302,12 @@ node("GET /metrics is Prometheus text; request counters and latency histograms g
   assert.is(metric(after, putCount), value(putCount) + 4);
   assert.is(metric(after, commit), value(commit) + 3, "three writes committed");
   assert.is(metric(after, 'ringkv_request_duration_seconds_bucket{command="put",le="+Inf"}'), metric(after, putCount));
+  // Three sequential writes are three group-commit batches of one entry each (fsync "always").
+  const batches = "ringkv_fsync_batch_entries_count";
+  assert.is(metric(after, batches), value(batches) + 3, "one fsync batch per sequential write");
+  assert.is(metric(after, "ringkv_fsync_batch_entries_sum"), (metric(before.text, "ringkv_fsync_batch_entries_sum") ?? 0) + 3);
+  assert.is(metric(after, "ringkv_fsync_duration_seconds_count"), metric(after, batches));
+  assert.ok((metric(after, "ringkv_fsync_duration_seconds_sum") ?? 0) > 0, "fsyncs take time");
 });
 
 node("keep-alive: many requests, pipelined and sequential, on one connection", async ({ http: port }) => {

@@ -106,6 +106,23 @@ test("group commit: 100 append() calls in one tick are one batch, one write, one
   }
 });
 
+test("onBatch reports every batch: its records, bytes and time", async () => {
+  const dir = await tempDir();
+  try {
+    const batches: Array<{ records: number; bytes: number; ms: number }> = [];
+    const { log } = await openPartitionLog(dir, P, { onBatch: (batch) => batches.push(batch) });
+    await log.append([put(1, "a", "1")]);
+    await Promise.all([log.append([put(2, "b", "2")]), log.append([put(3, "c", "3"), put(4, "d", "4")])]);
+    assert.equal(batches.map((b) => b.records), [1, 3]);
+    const stats = log.stats();
+    assert.is(batches.reduce((sum, b) => sum + b.bytes, 0), stats.bytes);
+    assert.ok(batches.every((b) => b.ms >= 0 && b.bytes > 0));
+    await log.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test("calls made after a batch started writing form the next batch, and order is kept", async () => {
   const dir = await tempDir();
   try {
