@@ -69,6 +69,8 @@ function compareVnodes(a: Vnode, b: Vnode): number {
 export function ownerOf(ring: Ring, key: string): string {
   const { vnodes } = ring;
   if (vnodes.length === 0) throw new Error("the ring has no partitions");
+  // One partition owns every position (a standalone node): no hashing needed.
+  if (ring.partitions.length === 1) return ring.partitions[0];
   const position = ringPosition(key);
   // Binary search for the first vnode with position >= key position.
   let low = 0;

@@ -16,8 +16,14 @@ import type { Logger } from "../log/log.ts";
 export const MAX_INFLIGHT_PER_CONNECTION = 4096;
 /** Longest line an authenticated peer may send (replication batches, snapshot chunks). */
 export const MAX_PEER_LINE_BYTES = 256 * 1_048_576;
-/** Replies are pushed to the socket at least every this many requests of one read. */
-const FLUSH_EVERY_REQUESTS = 8;
+/**
+ * Replies answered at once are pushed to the socket when about this many
+ * bytes of them wait, or every {@linkcode FLUSH_EVERY_REQUESTS}: one write
+ * per read chunk in the common case, yet the output limit is checked before
+ * a pipeline of big GETs piles up.
+ */
+const FLUSH_BYTES = 64 * 1024;
+const FLUSH_EVERY_REQUESTS = 256;
 /** Last line to an authenticated peer on shutdown: nothing it sent after its last reply was executed. */
 const PEER_BYE = Buffer.from("BYE shutdown\n");
 /** How long a closing connection may linger before it is destroyed. */
@@ -138,6 +144,8 @@ class Connection {
   private paused = false;
   private ending = false;
   private flushScheduled = false;
+  /** Estimated bytes of replies completed since the last flush. */
+  private unflushed = 0;
   private drained: (() => void) | undefined;
   private lastDialect: Dialect = "line";
   /** Frames read but not dispatched yet (held while the connection is over its limits). */
@@ -222,7 +230,7 @@ class Connection {
       const wasPeer = this.context.peer !== undefined;
       this.dispatch(request);
       if (!wasPeer && this.context.peer !== undefined) this.framer.raiseMaxLine(MAX_PEER_LINE_BYTES);
-      if (++dispatched % FLUSH_EVERY_REQUESTS === 0) this.flush();
+      if (this.unflushed >= FLUSH_BYTES || ++dispatched % FLUSH_EVERY_REQUESTS === 0) this.flush();
     }
     this.backlog = [];
     this.backlogAt = 0;
@@ -272,6 +280,7 @@ class Connection {
       );
     } else {
       slot.reply = result;
+      this.unflushed += replyWeight(result);
       this.scheduleFlush();
     }
   }
@@ -298,6 +307,7 @@ class Connection {
 
   private flush(): void {
     this.flushScheduled = false;
+    this.unflushed = 0;
     if (this.socket.destroyed) return;
     const chunks: Buffer[] = [];
     let quit = false;
@@ -388,6 +398,13 @@ class Connection {
       if (this.pending() === 0) finish();
     });
   }
+}
+
+/** A reply's size on the wire, roughly (exact for values, an upper guess for the rest). */
+function replyWeight(reply: Reply): number {
+  if (reply.type === "value") return reply.value.length + 32;
+  if (reply.type === "json" || reply.type === "text") return 4096;
+  return 32;
 }
 
 function internalError(error: unknown, logger: Logger): Reply {
