@@ -285,7 +285,8 @@ export class ReplicatedPartition implements PartitionHandle {
     return {
       partition: this.name,
       role: this.serving ? "leader" : core.role === "follower" ? "follower" : core.role,
-      epoch: core.epoch,
+      // A follower reports the epoch it enforces (its promise): the current one as far as it knows.
+      epoch: core.role === "leader" || core.role === "candidate" ? core.epoch : this.log.promisedEpoch,
       promisedEpoch: this.log.promisedEpoch,
       leader: this.serving ? this.options.self : this.leaderHint?.id,
       commitIndex: core.commitIndex,
