@@ -1,7 +1,7 @@
 #!/bin/sh
-# One entry for npm start / test / bench / sim: installs what is
+# One entry for npm start / test / bench / sim / chaos: installs what is
 # missing (npm packages and the build; Debian packages when root on Debian),
-# then runs the command. Usage: sh scripts/bootstrap.sh <start|test|bench|sim> [args...]
+# then runs the command. Usage: sh scripts/bootstrap.sh <start|test|bench|sim|chaos> [args...]
 set -eu
 cd "$(dirname "$0")/.."
 what="$1"; shift
@@ -65,6 +65,11 @@ MSG
     ;;
   sim)
     exec node dist/src/cli/main.js sim "$@"
+    ;;
+  chaos)
+    zookeeper_ok || say "WARNING: ZooKeeper is missing: the fault suite cannot run"
+    need_deb /usr/sbin/iptables iptables || say "WARNING: iptables is missing: no partition nemesis"
+    exec node dist/tests/faults/main.js "$@"
     ;;
   *)
     say "unknown command: $what"; exit 2

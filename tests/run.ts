@@ -1,6 +1,7 @@
 /**
  * The test runner behind `npm test`: runs every compiled uvu test file of the
- * chosen suites as its own process (two at a time: the machine has 2 cores),
+ * chosen suites as its own process (two at a time: the machine has 2 cores;
+ * the fault suite alone, last),
  * prints each file's result, and ends with one line `N passed, N failed`
  * (`, N skipped` if any) summed over all suites.
  *
@@ -13,7 +14,9 @@ import path from "node:path";
 import { execa } from "execa";
 
 /** Suites in the order they run by default. */
-export const DEFAULT_SUITES = ["unit", "simulation", "blackbox", "fuzz"];
+export const DEFAULT_SUITES = ["unit", "simulation", "blackbox", "fuzz", "faults"];
+/** Suites whose files run alone, after the others: a fault run needs the machine's cores to itself to be fair to its timeouts. */
+export const SOLO_SUITES = ["faults"];
 
 /** A test file may not run longer than this (a hang counts as one failure). */
 const FILE_TIMEOUT_MS = 10 * 60_000;
@@ -80,10 +83,13 @@ async function main(argv: string[]): Promise<number> {
   const root = path.dirname(new URL(import.meta.url).pathname);
   const files = listTests(root, suites.length > 0 ? suites : DEFAULT_SUITES, only);
   const results: FileResult[] = [];
+  const isSolo = (file: string) => SOLO_SUITES.includes(path.basename(path.dirname(file)));
+  const shared = files.filter((file) => !isSolo(file));
+  const solo = files.filter(isSolo);
   let next = 0;
-  async function worker(): Promise<void> {
-    while (next < files.length) {
-      const file = files[next++];
+  async function worker(queue: string[]): Promise<void> {
+    while (next < queue.length) {
+      const file = queue[next++];
       const result = await runFile(file);
       results.push(result);
       const name = path.relative(root, file);
@@ -92,7 +98,9 @@ async function main(argv: string[]): Promise<number> {
       if (result.failed > 0) console.log(result.output.split("\n").map((l) => `    | ${l}`).join("\n"));
     }
   }
-  await Promise.all(Array.from({ length: Math.max(1, jobs) }, worker));
+  await Promise.all(Array.from({ length: Math.max(1, jobs) }, () => worker(shared)));
+  next = 0;
+  await worker(solo);
   const passed = results.reduce((s, r) => s + r.passed, 0);
   const failed = results.reduce((s, r) => s + r.failed, 0);
   const skipped = results.reduce((s, r) => s + r.skipped, 0);

@@ -37,12 +37,22 @@ export interface PeerClientOptions {
   logger: Logger;
   /** Connect + handshake deadline. Defaults to 2000 ms. */
   connectTimeoutMs?: number;
+  /**
+   * A reply this late means the link is dead (a partition: TCP would only
+   * retry after its own backed-off timeout, seconds after the network heals):
+   * drop the connection, fail what waits, and connect again. Undefined: never.
+   */
+  replyTimeoutMs?: number;
 }
 
 interface Pending {
   resolve: (line: string) => void;
   reject: (error: PeerError) => void;
+  /** performance.now() when the line was written. */
+  at: number;
 }
+
+function noop(): void {}
 
 /** A lazily (re)connecting, authenticated, pipelined connection to one peer. */
 export class PeerClient {
@@ -52,6 +62,7 @@ export class PeerClient {
   private closed = false;
   private failures = 0;
   private retryAt = 0;
+  private watchdog: NodeJS.Timeout | undefined;
 
   constructor(private address: string, private readonly options: PeerClientOptions) {}
 
@@ -67,7 +78,8 @@ export class PeerClient {
     const socket = await this.connect();
     if (this.pending.length >= MAX_PEER_INFLIGHT) throw new PeerError("too many requests in flight to the peer", false);
     return new Promise((resolve, reject) => {
-      this.pending.push({ resolve, reject });
+      this.pending.push({ resolve, reject, at: performance.now() });
+      this.watch();
       socket.write(line + "\n");
     });
   }
@@ -82,14 +94,16 @@ export class PeerClient {
     const socket = this.socket;
     if (socket !== undefined && !this.connecting) {
       if (socket.writableLength > MAX_PEER_QUEUED_BYTES) return;
-      this.pending.push(IGNORE);
+      this.pending.push({ resolve: noop, reject: noop, at: performance.now() });
+      this.watch();
       socket.write(line + "\n");
       return;
     }
     this.connect().then(
       (s) => {
         if (s.writableLength > MAX_PEER_QUEUED_BYTES) return;
-        this.pending.push(IGNORE);
+        this.pending.push({ resolve: noop, reject: noop, at: performance.now() });
+        this.watch();
         s.write(line + "\n");
       },
       () => {},
@@ -99,7 +113,28 @@ export class PeerClient {
   /** Closes the connection; pending requests fail. */
   close(): void {
     this.closed = true;
+    clearInterval(this.watchdog);
+    this.watchdog = undefined;
     this.reset("client closed");
+  }
+
+  /** Starts the reply watchdog (while anything waits for a reply). */
+  private watch(): void {
+    const limit = this.options.replyTimeoutMs;
+    if (limit === undefined || this.watchdog !== undefined) return;
+    this.watchdog = setInterval(() => {
+      const oldest = this.pending[0];
+      if (oldest === undefined) {
+        clearInterval(this.watchdog);
+        this.watchdog = undefined;
+        return;
+      }
+      if (performance.now() - oldest.at > limit) {
+        this.options.logger.warn("peer_unresponsive", { peer: this.address, waitingMs: Math.round(performance.now() - oldest.at), pending: this.pending.length });
+        this.reset(`no reply for ${limit} ms`);
+      }
+    }, Math.max(10, Math.floor(limit / 4)));
+    this.watchdog.unref();
   }
 
   private connect(): Promise<net.Socket> {
@@ -203,7 +238,6 @@ export class PeerClient {
   }
 }
 
-const IGNORE: Pending = { resolve: () => {}, reject: () => {} };
 
 /** Splits "host:port" (IPv6 hosts in brackets). */
 export function splitAddress(address: string): [string, string] {

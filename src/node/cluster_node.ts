@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { isUtf8 } from "node:buffer";
 import path from "node:path";
 import type { NodeConfig } from "../cli/config.ts";
 import type { Logger } from "../log/log.ts";
@@ -19,6 +20,7 @@ import type { Outcome, PartitionHandle } from "../replication/partition.ts";
 import { joinCluster, type Cluster, type LeaderInfo, type NodeInfo } from "../cluster/mod.ts";
 import { PeerError } from "../net/peer_client.ts";
 import type { Reply } from "../protocol/types.ts";
+import { validateKey } from "../protocol/parse.ts";
 import { VERSION } from "../cli/version.ts";
 import { collectPartitions, createNodeMetrics, fsyncObserver, instrumentHandler, stateSamples, ZK_SESSION_STATES } from "../server/metrics.ts";
 import { startHttpServer, type HttpServer } from "../server/http.ts";
@@ -86,6 +88,7 @@ class ClusterNode implements PeerHandler {
       secret: config.secret,
       localAddress: config.host === "0.0.0.0" ? undefined : config.host,
       logger,
+      requestTimeoutMs: config.requestTimeoutMs,
     });
   }
 
@@ -401,6 +404,14 @@ class ClusterNode implements PeerHandler {
     const isRead = request.op === "get";
     for (;;) {
       const leader = this.leaders.get(partition);
+      if (this.replicas.get(partition)?.isElecting()) {
+        // We are taking over: whoever the (possibly stale) leader map names is
+        // deposed or about to be; wait for our own publication instead.
+        const remaining = deadline - Date.now();
+        if (remaining <= 0) return { type: "unavailable", message: `partition ${partition} is electing a leader; nothing was written` };
+        await this.waitForLeaderChange(Math.min(remaining, LEADER_POLL_MS));
+        continue;
+      }
       if (leader !== undefined && leader.id === this.config.id) {
         // Served here now (forwarded: true keeps it from forwarding again).
         const outcome = await this.router!.serveKey(request, { forwarded: true, readonly: false });
@@ -466,13 +477,16 @@ class ClusterNode implements PeerHandler {
   // ---- peer commands (authenticated connections only; the router checked) ----
 
   handle(name: string, rest: Buffer, context: ConnectionContext): Reply | Promise<Reply> {
+    // Peers send UTF-8 (keys are UTF-8; values travel as base64).
+    if (!isUtf8(rest)) return { type: "error", code: "BAD_REQUEST", message: `${name}: peer lines must be valid UTF-8` };
+    const text = rest.toString("utf8");
     switch (name) {
       case "REPLICATE":
-        return this.onReplicate(rest.toString("latin1"), context);
+        return this.onReplicate(text, context);
       case "SNAPSHOT":
-        return this.onSnapshot(rest.toString("latin1"), context);
+        return this.onSnapshot(text, context);
       case "FWD":
-        return this.onForwarded(rest.toString("latin1"));
+        return this.onForwarded(text);
       default:
         return { type: "error", code: "UNKNOWN_COMMAND", message: `unknown peer command ${name}` };
     }
@@ -509,19 +523,29 @@ class ClusterNode implements PeerHandler {
     }
     if (step.type === "request") {
       const replica = this.replicas.get(step.partition);
-      if (replica === undefined || step.epoch < replica.promisedEpoch) {
-        return { type: "error", code: "FORBIDDEN", message: "no such partition here, or a stale epoch" };
+      if (replica === undefined || step.epoch < replica.promisedEpoch || !this.isOtherMember(step.partition, context.peer)) {
+        return { type: "error", code: "FORBIDDEN", message: "no such partition here, not a member of it, or a stale epoch" };
       }
       this.transport.sendSnapshot(context.peer!, step.partition, replica.snapshotImage());
       return { type: "ok" };
     }
     if (step.type === "complete") {
-      const replica = this.replicas.get(step.snapshot.partition);
-      if (replica !== undefined) {
-        replica.installSnapshot(step.snapshot).catch((error) => this.logger.error("snapshot_install_failed", { error }));
+      const snapshot = step.snapshot;
+      const replica = this.replicas.get(snapshot.partition);
+      // Only another member of the group may offer our state (a snapshot holds
+      // committed entries only; the core decides whether it is news to us).
+      if (replica === undefined || !this.isOtherMember(snapshot.partition, context.peer)) {
+        this.logger.warn("snapshot_refused", { partition: snapshot.partition, from: context.peer, epoch: snapshot.epoch });
+        return { type: "error", code: "FORBIDDEN", message: "no such partition here, or the sender is not a member of it" };
       }
+      replica.installSnapshot(snapshot).catch((error) => this.logger.error("snapshot_install_failed", { error }));
     }
     return { type: "ok" };
+  }
+
+  /** Is `peer` a member of `partition`'s replica group other than this node? */
+  private isOtherMember(partition: string, peer: string | undefined): boolean {
+    return peer !== undefined && peer !== this.config.id && (this.members[partition]?.includes(peer) ?? false);
   }
 
   private async onForwarded(text: string): Promise<Reply> {
@@ -562,12 +586,18 @@ export function encodeForward(request: KeyRequest): string {
 export function decodeForward(text: string): KeyRequest | undefined {
   const words = text.split(" ");
   const key = words[1];
-  if (key === undefined || key.length === 0 || Buffer.byteLength(key) > 1024) return undefined;
-  if (words[0] === "PUT" && words.length === 3) return { op: "put", key, value: Buffer.from(words[2], "base64") };
+  if (key === undefined || validateKey(key) !== undefined) return undefined;
+  if (words[0] === "PUT" && words.length === 3) {
+    // Strict base64: Buffer.from would skip what is not base64 and store something else.
+    if (words[2].length % 4 !== 0 || !BASE64.test(words[2])) return undefined;
+    return { op: "put", key, value: Buffer.from(words[2], "base64") };
+  }
   if (words[0] === "GET" && words.length === 2) return { op: "get", key, local: false };
   if (words[0] === "DELETE" && words.length === 2) return { op: "delete", key };
   return undefined;
 }
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /** The leader's reply line to a forwarded request. */
 export function encodeForwardReply(outcome: Outcome): string {

@@ -327,6 +327,8 @@ export class ReplicaCore {
    * resets the log; when this is true, nothing the log holds is lost.
    */
   wantsSnapshot(index: number, epoch: number): boolean {
+    // A leader's log is the group's: it never takes a snapshot from anyone.
+    if (this.#role === "leader") return false;
     if (index <= this.#commitIndex || index <= this.#snapshotIndex) return false;
     if (this.#role === "candidate" && this.#recovery === "snapshot") return true;
     return !(index <= this.lastIndex && this.#epochAt(index) === epoch);

@@ -275,6 +275,11 @@ export class ReplicatedPartition implements PartitionHandle {
     return progress !== undefined && progress.matchIndex >= core.lastIndex;
   }
 
+  /** Elected or campaigning, not serving yet: the partition's next leader is (probably) us. */
+  isElecting(): boolean {
+    return !this.serving && !this.broken && this.core.status().role !== "follower";
+  }
+
   /** Serving as leader right now. */
   isServing(): boolean {
     return this.serving;
@@ -284,7 +289,8 @@ export class ReplicatedPartition implements PartitionHandle {
     const core = this.core.status();
     return {
       partition: this.name,
-      role: this.serving ? "leader" : core.role === "follower" ? "follower" : core.role,
+      // "leader" only once serving (published); elected but not yet published is still a candidate.
+      role: this.serving ? "leader" : core.role === "follower" ? "follower" : "candidate",
       // A follower reports the epoch it enforces (its promise): the current one as far as it knows.
       epoch: core.role === "leader" || core.role === "candidate" ? core.epoch : this.log.promisedEpoch,
       promisedEpoch: this.log.promisedEpoch,

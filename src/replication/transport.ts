@@ -25,11 +25,23 @@ export interface TransportOptions {
   secret: string;
   localAddress: string | undefined;
   logger: Logger;
+  /** Forwarded requests wait at most this long for their reply (the node's --request-timeout). */
+  requestTimeoutMs: number;
 }
+
+/**
+ * Replication lines are answered as soon as they are read, so a reply this
+ * late means a dead link: reconnect rather than wait for TCP's backed-off
+ * retransmission (seconds after a partition heals).
+ */
+export const REPLICATION_REPLY_TIMEOUT_MS = 2_000;
 
 /** Peer connections of one node, shared by all its partitions. */
 export class Transport implements ReplicaTransport {
+  /** Replication traffic (REPLICATE, SNAPSHOT) per peer... */
   private readonly clients = new Map<string, PeerClient>();
+  /** ...and forwarded client requests, apart: their replies wait for commits, and must not hold up replication's. */
+  private readonly forwarders = new Map<string, PeerClient>();
   private readonly addresses = new Map<string, string>();
 
   constructor(private readonly options: TransportOptions) {}
@@ -40,12 +52,18 @@ export class Transport implements ReplicaTransport {
       if (id === this.options.nodeId) continue;
       this.addresses.set(id, address);
       this.clients.get(id)?.setAddress(address);
+      this.forwarders.get(id)?.setAddress(address);
     }
   }
 
-  /** The connection to peer `id`, or undefined if its address is unknown. */
+  /** The connection for forwarded requests to peer `id`, or undefined if its address is unknown. */
   client(id: string): PeerClient | undefined {
-    let client = this.clients.get(id);
+    // A reply later than every forwarded request's deadline: the link is dead.
+    return this.clientIn(this.forwarders, id, this.options.requestTimeoutMs + 1_000);
+  }
+
+  private clientIn(clients: Map<string, PeerClient>, id: string, replyTimeoutMs: number): PeerClient | undefined {
+    let client = clients.get(id);
     if (client === undefined) {
       const address = this.addresses.get(id);
       if (address === undefined) return undefined;
@@ -54,18 +72,23 @@ export class Transport implements ReplicaTransport {
         secret: this.options.secret,
         localAddress: this.options.localAddress,
         logger: this.options.logger,
+        replyTimeoutMs,
       });
-      this.clients.set(id, client);
+      clients.set(id, client);
     }
     return client;
   }
 
+  private replication(id: string): PeerClient | undefined {
+    return this.clientIn(this.clients, id, REPLICATION_REPLY_TIMEOUT_MS);
+  }
+
   send(message: PeerMessage): void {
-    this.client(message.to)?.send(encodeMessage(message));
+    this.replication(message.to)?.send(encodeMessage(message));
   }
 
   sendSnapshot(to: string, partition: string, image: SnapshotImage): void {
-    const client = this.client(to);
+    const client = this.replication(to);
     if (client === undefined) return;
     // Serialised now, synchronously: the store keeps changing after this call.
     const lines = encodeSnapshot(partition, image);
@@ -73,12 +96,13 @@ export class Transport implements ReplicaTransport {
   }
 
   requestSnapshot(from: string, partition: string, epoch: number): void {
-    this.client(from)?.send(`SNAPSHOT REQUEST ${partition} ${epoch}`);
+    this.replication(from)?.send(`SNAPSHOT REQUEST ${partition} ${epoch}`);
   }
 
   close(): void {
-    for (const client of this.clients.values()) client.close();
+    for (const client of [...this.clients.values(), ...this.forwarders.values()]) client.close();
     this.clients.clear();
+    this.forwarders.clear();
   }
 }
 

@@ -157,10 +157,17 @@ export function createRouter(topology: Topology, options: RouterOptions): Router
     return { type: "integer", value: count };
   }
 
+  /** Connections whose refused peer command was logged already. */
+  const refusedLogged = new WeakSet<ConnectionContext>();
+
   function peer(name: string, rest: Buffer, context: ConnectionContext): Reply | Promise<Reply> {
     if (name === "AUTH") return auth(rest.toString("latin1"), context);
     if (context.peer === undefined) {
-      options.logger.warn("peer_command_refused", { command: name, remote: context.remote });
+      // Once per connection: a flood of refused lines must not flood the log.
+      if (!refusedLogged.has(context)) {
+        refusedLogged.add(context);
+        options.logger.warn("peer_command_refused", { command: name, remote: context.remote });
+      }
       return { type: "error", code: "FORBIDDEN", message: `${name} is a peer-only command; authenticate as a cluster peer first` };
     }
     if (options.peers === undefined) {
