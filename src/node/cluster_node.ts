@@ -306,6 +306,8 @@ class ClusterNode implements PeerHandler {
       onLeaderLost: (p) => {
         this.cluster?.retractLeader(p).catch(() => {});
       },
+      quorumTimeoutMs: this.config.sessionTimeoutMs,
+      onQuorumLost: (p) => this.onQuorumLost(p),
     }).then(
       (replica) => {
         this.opening.delete(partition);
@@ -326,6 +328,25 @@ class ClusterNode implements PeerHandler {
         process.exitCode = 1;
         this.close().finally(() => process.exit(1));
       },
+    );
+  }
+
+  /**
+   * Leading `partition` but cut off from its replicas (ZooKeeper still sees
+   * us, so nothing else would depose us): leave the election so a connected
+   * replica takes over, and come back in line a session timeout later.
+   */
+  private onQuorumLost(partition: string): void {
+    const cluster = this.cluster;
+    if (cluster === undefined || this.closed) return;
+    cluster.withdraw(partition).then(
+      () => {
+        const timer = setTimeout(() => {
+          if (!this.closed) cluster.rejoin(partition).catch((error) => this.logger.warn("rejoin_failed", { partition, error }));
+        }, this.config.sessionTimeoutMs);
+        timer.unref();
+      },
+      (error) => this.logger.warn("withdraw_failed", { partition, error }),
     );
   }
 

@@ -105,6 +105,8 @@ interface Peer {
   // Candidate side.
   promised: PromiseInfo | undefined;
   promiseSentAt: number;
+  /** When any valid message from this member last arrived (tick time). */
+  lastHeardAt: number;
 }
 
 interface PendingPersist {
@@ -243,6 +245,7 @@ export class ReplicaCore {
         snapshotSentAt: -1,
         promised: undefined,
         promiseSentAt: -Infinity,
+        lastHeardAt: -Infinity,
       };
       this.#peers.push(peer);
       this.#peerById.set(id, peer);
@@ -332,6 +335,21 @@ export class ReplicaCore {
     if (index <= this.#commitIndex || index <= this.#snapshotIndex) return false;
     if (this.#role === "candidate" && this.#recovery === "snapshot") return true;
     return !(index <= this.lastIndex && this.#epochAt(index) === epoch);
+  }
+
+  /**
+   * On a leader: how long ago (tick time) a majority of the group, this node
+   * included, was last heard from — the host steps down when it grows past a
+   * session timeout (a leader cut off from its replicas but not from
+   * ZooKeeper would otherwise keep the partition unavailable). Undefined when
+   * not leading.
+   */
+  quorumSilenceMs(): number | undefined {
+    if (this.#role !== "leader") return undefined;
+    const others = this.#majority - 1;
+    if (others === 0) return 0;
+    const heard = this.#peers.map((peer) => peer.lastHeardAt).sort((a, b) => b - a);
+    return this.#now - heard[others - 1];
   }
 
   /** Replication progress of every other member: on a leader only, empty otherwise. */
@@ -720,6 +738,7 @@ export class ReplicaCore {
       peer.ackedReadSeq = 0;
       peer.lastSentAt = -Infinity;
       peer.lastProgressAt = this.#now;
+      peer.lastHeardAt = this.#now; // a new leader starts with a full grace period
       peer.probing = true;
       peer.probeSentAt = -1;
       peer.snapshotSentAt = -1;
@@ -737,6 +756,7 @@ export class ReplicaCore {
       this.#event("invalid_message", { type: message.type, from: message.from, reason: "wrong partition or member" });
       return;
     }
+    this.#peerById.get(message.from)!.lastHeardAt = this.#now;
     switch (message.type) {
       case "promise":
         this.#onPromise(message);

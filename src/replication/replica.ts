@@ -58,7 +58,17 @@ export interface ReplicaOptions {
   onLeaderReady(partition: string, epoch: number): void;
   /** The core stopped leading (deposed, fenced, stepped down). */
   onLeaderLost(partition: string): void;
+  /**
+   * Serving, but no majority of the group heard from for `quorumTimeoutMs`:
+   * the node should leave the election so that a connected replica takes over.
+   */
+  onQuorumLost?(partition: string, silentMs: number): void;
+  /** See `onQuorumLost`. Defaults to never. */
+  quorumTimeoutMs?: number;
 }
+
+/** A tick later than this after the previous one means our own event loop stalled: skip the quorum check once. */
+const STALL_MS = 200;
 
 interface PendingWrite {
   resolve: (outcome: Outcome) => void;
@@ -124,6 +134,9 @@ export class ReplicatedPartition implements PartitionHandle {
   private draining = false;
   private readonly ticker: NodeJS.Timeout;
   private readonly started = performance.now();
+  private lastTickAt = performance.now();
+  /** onQuorumLost was called for the current leadership. */
+  private quorumLostReported = false;
 
   constructor(
     private readonly core: ReplicaCore,
@@ -132,8 +145,24 @@ export class ReplicatedPartition implements PartitionHandle {
     private readonly options: ReplicaOptions,
   ) {
     this.name = options.partition;
-    this.ticker = setInterval(() => this.step({ type: "tick", now: performance.now() - this.started }), Math.max(5, Math.floor(options.heartbeatMs / 2)));
+    this.ticker = setInterval(() => this.onTick(), Math.max(5, Math.floor(options.heartbeatMs / 2)));
     this.ticker.unref();
+  }
+
+  private onTick(): void {
+    const now = performance.now();
+    const stalled = now - this.lastTickAt > STALL_MS;
+    this.lastTickAt = now;
+    this.step({ type: "tick", now: now - this.started });
+    const limit = this.options.quorumTimeoutMs;
+    if (limit === undefined || stalled || !this.serving || this.draining || this.quorumLostReported) return;
+    // After a stall, messages that arrived meanwhile are still unread: only judge on a live loop.
+    const silent = this.core.quorumSilenceMs();
+    if (silent !== undefined && silent > limit) {
+      this.quorumLostReported = true;
+      this.options.logger.always("quorum_lost", { partition: this.name, epoch: this.leaderEpoch, silentMs: Math.round(silent) });
+      this.options.onQuorumLost?.(this.name, silent);
+    }
   }
 
   // ---- election, from the cluster layer ----
@@ -159,6 +188,7 @@ export class ReplicatedPartition implements PartitionHandle {
   setServing(epoch: number): void {
     if (epoch !== this.leaderEpoch) return;
     this.serving = true;
+    this.quorumLostReported = false;
     this.options.logger.always("serving", { partition: this.name, epoch });
   }
 

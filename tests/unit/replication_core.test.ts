@@ -514,6 +514,31 @@ test("leading the same epoch again after a step-down keeps serving reads", () =>
   assert.equal(g.reads.get("a"), [{ id: 1 }, { id: 2 }]);
 });
 
+test("quorumSilenceMs: a leader hearing from a majority stays at 0; cut off from every replica it grows; a follower has none", () => {
+  const g = new Group(["a", "b", "c"]);
+  g.elect("a", 1);
+  assert.is(g.core("b").quorumSilenceMs(), undefined, "not leading");
+  for (let i = 0; i < 10; i++) {
+    g.tick(10);
+    g.settle();
+  }
+  assert.ok(g.core("a").quorumSilenceMs()! <= 10, `heard from b and c: ${g.core("a").quorumSilenceMs()}`);
+  // c is gone, b still answers: b and a are a majority.
+  for (let i = 0; i < 10; i++) {
+    g.tick(10);
+    g.drop((m) => m.from === "c" || m.to === "c");
+    g.settle(["a", "b"]);
+  }
+  assert.ok(g.core("a").quorumSilenceMs()! <= 10, "b alone with a is a majority");
+  // Now nobody answers: silence grows with time.
+  const before = g.now;
+  for (let i = 0; i < 10; i++) {
+    g.tick(10);
+    g.drop(() => true);
+  }
+  assert.ok(g.core("a").quorumSilenceMs()! >= g.now - before, `silence ${g.core("a").quorumSilenceMs()} after ${g.now - before} ms`);
+});
+
 // ------------------------------------------------------------------ reads
 
 test("reads wait for a heartbeat round acknowledged by a majority; one round serves every waiting read", () => {
