@@ -8,8 +8,8 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { parseArgs } from "node:util";
 import { startLocalCluster } from "../node/local_cluster.ts";
+import { parseCommandFlags } from "./args.ts";
 import { startZooKeeper, zooKeeperAvailable, type ZooKeeperServer } from "../cluster/zookeeper_process.ts";
 
 const USAGE = `usage: ringkv cluster [--zk host:port] [--nodes 5] [--base-port 9001] [--http-base-port 8001] [--data-dir ./data/cluster] [--fresh]
@@ -24,29 +24,19 @@ Starts ZooKeeper (unless --zk is given) and a local cluster; Ctrl-C stops it.
 
 /** Runs the local cluster until SIGINT/SIGTERM; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        "zk": { type: "string" },
-        "nodes": { type: "string", default: "5" },
-        "base-port": { type: "string", default: "9001" },
-        "http-base-port": { type: "string", default: "8001" },
-        "data-dir": { type: "string", default: "./data/cluster" },
-        "fresh": { type: "boolean", default: false },
-        "help": { type: "boolean", default: false },
-      },
-      strict: true,
-    }).values;
-  } catch (error) {
-    console.error(`ringkv cluster: ${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const values = parseCommandFlags(argv, {
+    name: "ringkv cluster",
+    usage: USAGE,
+    options: {
+      "zk": { type: "string" },
+      "nodes": { type: "string", default: "5" },
+      "base-port": { type: "string", default: "9001" },
+      "http-base-port": { type: "string", default: "8001" },
+      "data-dir": { type: "string", default: "./data/cluster" },
+      "fresh": { type: "boolean", default: false },
+    },
+  });
+  if (typeof values === "number") return values;
   const nodes = Number(values.nodes);
   const basePort = Number(values["base-port"]);
   const httpBasePort = Number(values["http-base-port"]);

@@ -19,10 +19,10 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
 import { type LocalCluster, type LocalNodeSpec, requestLine, startLocalStack } from "../node/local_cluster.ts";
 import { createRing, ownerOf, type Ring } from "../ring/ring.ts";
 import { freePortRun } from "../net/ports.ts";
+import { parseCommandFlags } from "./args.ts";
 
 /** Nodes of the local cluster (as `npm start`). */
 export const ROLLING_NODES = 5;
@@ -347,29 +347,18 @@ Ends with "rolling: PASS (...)" or "rolling: FAIL ...".
 
 /** `ringkv rolling`: resolves to the exit code (0 PASS, 1 FAIL, 2 usage). */
 export async function main(argv: string[]): Promise<number> {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        "clients": { type: "string", default: "8" },
-        "rounds": { type: "string", default: "1" },
-        "zk": { type: "string" },
-        "base-port": { type: "string" },
-        "keep": { type: "boolean", default: false },
-        "help": { type: "boolean", default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (error) {
-    console.error(`ringkv rolling: ${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const values = parseCommandFlags(argv, {
+    name: "ringkv rolling",
+    usage: USAGE,
+    options: {
+      "clients": { type: "string", default: "8" },
+      "rounds": { type: "string", default: "1" },
+      "zk": { type: "string" },
+      "base-port": { type: "string" },
+      "keep": { type: "boolean", default: false },
+    },
+  });
+  if (typeof values === "number") return values;
   const clients = Number(values.clients);
   const rounds = Number(values.rounds);
   const basePort = values["base-port"] === undefined ? undefined : Number(values["base-port"]);

@@ -40,7 +40,8 @@ export function lockDataDir(dir: string): DataDirLock {
   throw new Error(`could not lock data directory ${dir}`);
 }
 
-function processAlive(pid: number): boolean {
+/** Does process `pid` exist (also when it belongs to another user)? */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

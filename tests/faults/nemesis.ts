@@ -29,6 +29,7 @@ import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
 import { Prng } from "../simulation/prng.ts";
 import type { TestCluster } from "../support/cluster.ts";
+import { processAlive } from "../../src/storage/lock.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -261,14 +262,6 @@ export function sweepStaleChaosRules(): number {
   return removed;
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 async function iptables(args: readonly string[]): Promise<void> {
   await execFileAsync(IPTABLES, ["-w", String(IPTABLES_LOCK_WAIT_S), ...args], { timeout: IPTABLES_TIMEOUT_MS });
