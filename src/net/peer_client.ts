@@ -216,10 +216,7 @@ export class PeerClient {
     if (line.startsWith("BYE")) {
       // The peer shuts down having answered everything it executed: whatever
       // is still waiting was never executed there, so it may be retried.
-      const socket = this.socket;
-      this.socket = undefined;
-      socket?.destroy();
-      for (const waiter of this.pending.splice(0)) waiter.reject(new PeerError(`peer ${this.address} shut down before executing the request`, false));
+      this.reset("the peer shut down before executing the request", false);
       return;
     }
     const waiter = this.pending.shift();
@@ -230,11 +227,12 @@ export class PeerClient {
     waiter.resolve(line);
   }
 
-  private reset(why: string): void {
+  /** Drops the connection; what waits fails, as possibly executed (`sent`) unless the peer said otherwise. */
+  private reset(why: string, sent = true): void {
     const socket = this.socket;
     this.socket = undefined;
     socket?.destroy();
-    for (const waiter of this.pending.splice(0)) waiter.reject(new PeerError(`${why} (peer ${this.address})`, true));
+    for (const waiter of this.pending.splice(0)) waiter.reject(new PeerError(`${why} (peer ${this.address})`, sent));
   }
 }
 

@@ -15,7 +15,7 @@ import { createRing, type Ring } from "../ring/ring.ts";
 import { lockDataDir } from "../storage/lock.ts";
 import { openReplica, type ReplicatedPartition } from "../replication/replica.ts";
 import { SnapshotReceiver, Transport } from "../replication/transport.ts";
-import { decodeMessage } from "../replication/codec.ts";
+import { decodeMessage, isBase64 } from "../replication/codec.ts";
 import type { Outcome, PartitionHandle } from "../replication/partition.ts";
 import { joinCluster, type Cluster, type LeaderInfo, type NodeInfo } from "../cluster/mod.ts";
 import { PeerError } from "../net/peer_client.ts";
@@ -609,16 +609,13 @@ export function decodeForward(text: string): KeyRequest | undefined {
   const key = words[1];
   if (key === undefined || validateKey(key) !== undefined) return undefined;
   if (words[0] === "PUT" && words.length === 3) {
-    // Strict base64: Buffer.from would skip what is not base64 and store something else.
-    if (words[2].length % 4 !== 0 || !BASE64.test(words[2])) return undefined;
+    if (!isBase64(words[2])) return undefined;
     return { op: "put", key, value: Buffer.from(words[2], "base64") };
   }
   if (words[0] === "GET" && words.length === 2) return { op: "get", key, local: false };
   if (words[0] === "DELETE" && words.length === 2) return { op: "delete", key };
   return undefined;
 }
-
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /** The leader's reply line to a forwarded request. */
 export function encodeForwardReply(outcome: Outcome): string {

@@ -128,7 +128,8 @@ async function startStandaloneNode(config: NodeConfig, logger: Logger): Promise<
     close() {
       closing ??= (async () => {
         await httpServer?.close();
-        await running.close();
+        // The same bound as a clustered node: every request started gets its reply.
+        await running.close({ graceMs: config.requestTimeoutMs + 1_000 });
         for (const p of partitions.values()) await p.close();
         lock.release();
         logger.info("stopped", {});

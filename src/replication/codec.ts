@@ -35,6 +35,12 @@ type Json = Record<string, unknown>;
 
 const OPS: Record<string, EntryOp> = { put: "put", delete: "delete", noop: "noop" };
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Is `text` canonical base64 (Buffer.from would silently skip anything else and decode the rest)? */
+export function isBase64(text: string): boolean {
+  return text.length % 4 === 0 && BASE64.test(text);
+}
+
 const EMPTY = Buffer.alloc(0);
 
 /** Encodes `message` as one line (without the trailing "\n"): `REPLICATE <json>`. */
@@ -199,7 +205,7 @@ function entry(tuple: unknown, i: number): LogEntry {
   }
   if (typeof value !== "string") throw new CodecError(`entries[${i}].value: expected a base64 string`);
   if (op !== "put" && value.length !== 0) throw new CodecError(`entries[${i}].value: a ${op} has no value`);
-  if (value.length % 4 !== 0 || !BASE64.test(value)) {
+  if (!isBase64(value)) {
     throw new CodecError(`entries[${i}].value: invalid base64`);
   }
   return { epoch, index, op, key, value: value.length === 0 ? EMPTY : Buffer.from(value, "base64") };

@@ -304,6 +304,11 @@ export class ReplicaCore {
     return log.length > 0 ? log[log.length - 1].epoch : this.#snapshotEpoch;
   }
 
+  /** Leading, campaigning or following (cheap: for per-request checks). */
+  get role(): CoreStatus["role"] {
+    return this.#role;
+  }
+
   /** The core's state, for INFO, metrics and the host's decisions (e.g. whether a snapshot is useful). */
   status(): CoreStatus {
     return {

@@ -307,7 +307,7 @@ export class ReplicatedPartition implements PartitionHandle {
 
   /** Elected or campaigning, not serving yet: the partition's next leader is (probably) us. */
   isElecting(): boolean {
-    return !this.serving && !this.broken && this.core.status().role !== "follower";
+    return !this.serving && !this.broken && this.core.role !== "follower";
   }
 
   /** Serving as leader right now. */

@@ -390,6 +390,19 @@ interface Harness {
 }
 
 /** A real HTTP server over a real router; `topology` says which partitions exist and how forwarding answers. */
+/** A node that knows no ring yet: no partitions, no leaders. */
+function emptyTopology(): Topology {
+  const empty = createRing([]);
+  return {
+    ring: () => empty,
+    local: () => undefined,
+    locals: () => [],
+    leaderOf: () => undefined,
+    members: () => ({}),
+    info: () => ({}),
+  };
+}
+
 async function harness(topology: Topology, options: { health?: () => { ok: boolean; reason?: string }; maxBodyBytes?: number } = {}): Promise<Harness> {
   const metrics = createNodeMetrics();
   const router = createRouter(topology, { nodeId: "t1", version: "test", secret: "s", forward: true, logger });
@@ -438,15 +451,7 @@ inproc("a body of exactly maxBodyBytes is accepted; one byte more is 413", async
 });
 
 inproc("no ring yet is 503 UNAVAILABLE with Retry-After; a partition led elsewhere without forwarding is 503 NOT_LEADER", async () => {
-  const empty = createRing([]);
-  const h = await harness({
-    ring: () => empty,
-    local: () => undefined,
-    locals: () => [],
-    leaderOf: () => undefined,
-    members: () => ({}),
-    info: () => ({}),
-  });
+  const h = await harness(emptyTopology());
   try {
     const result = await put(h.server.port, { key: "k", value: "v" });
     assertError(result, 503, "UNAVAILABLE", /not ready/);
@@ -518,15 +523,7 @@ inproc("a handler that throws is 500 INTERNAL and the server keeps serving", asy
 
 inproc("/health is 503 with the reason when the node is not ready", async () => {
   let ready = false;
-  const empty = createRing([]);
-  const h = await harness({
-    ring: () => empty,
-    local: () => undefined,
-    locals: () => [],
-    leaderOf: () => undefined,
-    members: () => ({}),
-    info: () => ({}),
-  }, { health: () => (ready ? { ok: true } : { ok: false, reason: "waiting for 3 nodes" }) });
+  const h = await harness(emptyTopology(), { health: () => (ready ? { ok: true } : { ok: false, reason: "waiting for 3 nodes" }) });
   try {
     assertError(await call(h.server.port, "/health"), 503, "UNAVAILABLE", /waiting for 3 nodes/);
     ready = true;

@@ -443,24 +443,19 @@ interface Probe {
   touches: string[];
 }
 
-/** What the node's SnapshotReceiver of this connection has been fed, in both decodings. */
+/** What the node's SnapshotReceiver of this connection has been fed (valid UTF-8 lines only). */
 class SnapshotHistory {
-  #latin1: string[] = [];
-  #utf8: string[] = [];
+  #lines: string[] = [];
 
-  /** The steps `rest` would give next (latin1: what the node does; UTF-8: what it should). */
-  peek(rest: Buffer): [SnapshotStep, SnapshotStep] {
-    return [replay(this.#latin1, rest.toString("latin1")), replay(this.#utf8, rest.toString("utf8"))];
+  /** The step `text` would give next. */
+  peek(text: string): SnapshotStep {
+    return replay(this.#lines, text);
   }
 
-  accept(rest: Buffer, steps: [SnapshotStep, SnapshotStep]): void {
-    const texts = [rest.toString("latin1"), rest.toString("utf8")];
-    const histories = [this.#latin1, this.#utf8];
-    for (let i = 0; i < 2; i++) {
-      // A valid BEGIN replaces whatever came before it: the history can restart there.
-      if (texts[i].startsWith("BEGIN ") && steps[i].type === "more") histories[i].length = 0;
-      histories[i].push(texts[i]);
-    }
+  accept(text: string, step: SnapshotStep): void {
+    // A valid BEGIN replaces whatever came before it: the history can restart there.
+    if (text.startsWith("BEGIN ") && step.type === "more") this.#lines.length = 0;
+    this.#lines.push(text);
   }
 }
 
@@ -663,12 +658,11 @@ function plan(s: Session, bytes: Buffer): Probe | undefined {
       return { ...base, expect: anyOf([outcome === "REACHES" ? "OK" : errorReply(outcome)]) };
     }
     case "SNAPSHOT": {
-      const steps = s.snapshots.peek(request.rest);
-      const step = steps[1];
+      const step = s.snapshots.peek(text);
       const known = (partition: string) => s.node.partitions.includes(partition);
       if (step.type === "complete" && known(step.snapshot.partition) && step.snapshot.index > 0 && otherMember) return undefined;
       if (step.type === "request" && known(step.partition) && s.member) return undefined;
-      s.snapshots.accept(request.rest, steps);
+      s.snapshots.accept(text, step);
       let reply: string;
       if (step.type === "error") reply = errorReply("BAD_REQUEST");
       else if (step.type === "request") reply = known(step.partition) && otherMember ? `OK|${errorReply("FORBIDDEN")}` : errorReply("FORBIDDEN");

@@ -11,6 +11,28 @@ import { serializeSnapshot, writeSnapshotFile } from "../../src/storage/snapshot
 
 const P = "block-1";
 
+/** Runs `body` with a fresh temp dir, removed afterwards whatever happens. */
+async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await tempDir();
+  try {
+    await body(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Opens the log at `dir`, which must be refused with a CorruptionError; returns it. */
+async function openRefused(dir: string): Promise<CorruptionError> {
+  try {
+    await openPartitionLog(dir, P);
+  } catch (error) {
+    assert.instance(error, CorruptionError);
+    return error as CorruptionError;
+  }
+  assert.unreachable("should refuse");
+  throw new Error("unreachable");
+}
+
 async function tempDir(): Promise<string> {
   return await mkdtemp(join(tmpdir(), "ringkv-storage-test-"));
 }
@@ -57,8 +79,7 @@ function events(): { log: NonNullable<PartitionLogOptions["log"]>; seen: { event
 }
 
 test("append then reopen gives the same entries, and a fresh log is empty", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const first = await openPartitionLog(dir, P);
     assert.equal(first.recovery, { promisedEpoch: 0, entries: [], tornTailBytes: 0 });
     const entries = [
@@ -82,14 +103,11 @@ test("append then reopen gives the same entries, and a fresh log is empty", asyn
     const third = await openPartitionLog(dir, P);
     assert.equal(third.recovery.entries.map((e) => e.index), [1, 2, 3, 4, 5, 6]);
     await third.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("group commit: 100 append() calls in one tick are one batch, one write, one fsync", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.append([put(1, "warm", "up")]);
     const before = log.stats();
@@ -101,14 +119,11 @@ test("group commit: 100 append() calls in one tick are one batch, one write, one
     assert.is(after.fsyncs - before.fsyncs, 1);
     assert.is(after.records - before.records, 100);
     await log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("onBatch reports every batch: its records, bytes and time", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const batches: Array<{ records: number; bytes: number; ms: number }> = [];
     const { log } = await openPartitionLog(dir, P, { onBatch: (batch) => batches.push(batch) });
     await log.append([put(1, "a", "1")]);
@@ -118,14 +133,11 @@ test("onBatch reports every batch: its records, bytes and time", async () => {
     assert.is(batches.reduce((sum, b) => sum + b.bytes, 0), stats.bytes);
     assert.ok(batches.every((b) => b.ms >= 0 && b.bytes > 0));
     await log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("calls made after a batch started writing form the next batch, and order is kept", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     const resolved: number[] = [];
     const pending: Promise<void>[] = [];
@@ -146,14 +158,11 @@ test("calls made after a batch started writing form the next batch, and order is
     const again = await openPartitionLog(dir, P);
     assert.equal(again.recovery.entries.map((e) => e.value.toString()), Array.from({ length: 100 }, (_, i) => `v${i + 1}`));
     await again.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("an entry that does not continue the log is refused at once", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     assert.throws(() => log.append([put(2, "a", "b")]), /entry index 2 does not follow 0/);
     await log.append([put(1, "a", "b")]);
@@ -164,14 +173,11 @@ test("an entry that does not continue the log is refused at once", async () => {
     assert.is(log.lastIndex, 1);
     await log.append([put(2, "a", "c")]);
     await log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("truncateAfter drops the uncommitted suffix durably, in the same batch", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.append(puts(1, 10, 1));
     const before = log.stats();
@@ -192,14 +198,11 @@ test("truncateAfter drops the uncommitted suffix durably, in the same batch", as
     assert.equal(third.recovery.entries.map((e) => e.index), [1, 2, 3]);
     assert.is(third.log.lastIndex, 3);
     await third.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("the promised epoch survives reopen, and snapshot plus segment deletion", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     const pending = log.append([], { promisedEpoch: 41 });
     assert.is(log.promisedEpoch, 0, "not durable before the batch's fsync");
@@ -224,14 +227,11 @@ test("the promised epoch survives reopen, and snapshot plus segment deletion", a
     assert.is(third.recovery.snapshot?.index, 5);
     assert.equal(third.recovery.entries, []);
     await third.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("snapshot, concurrent appends and truncation replay to the same state", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     let seed = 12345;
     const rand = (n: number) => {
@@ -279,14 +279,11 @@ test("snapshot, concurrent appends and truncation replay to the same state", asy
     assert.equal(asStrings(replayed), asStrings(applyAll(new Map(), history)));
     assert.is(again.log.lastIndex, 370);
     await again.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("segments holding entries above the snapshot index are kept", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.append(puts(1, 10));
     const oldSegments = await segmentFiles(dir);
@@ -307,14 +304,11 @@ test("segments holding entries above the snapshot index are kept", async () => {
     assert.is(again.log.lastIndex, 12);
     await again.log.append([put(13, "x", "y")]);
     await again.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("installSnapshot discards every log entry, durably", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.append(puts(1, 30, 1, "stale"), { promisedEpoch: 3 });
     const leaderState = new Map([["from-leader", Buffer.from("yes")]]);
@@ -341,29 +335,19 @@ test("installSnapshot discards every log entry, durably", async () => {
     assert.is(third.recovery.snapshot?.index, 1000);
     assert.equal(third.recovery.entries.map((e) => e.index), [1001]);
     await third.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a reset record whose installed snapshot is missing is refused loudly", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.append(puts(1, 5));
     await log.installSnapshot(50, 2, new Map());
     await log.close();
     await rm(join(dir, P, "snap-0000000000000050.snap"));
-    try {
-      await openPartitionLog(dir, P);
-      assert.unreachable("should refuse");
-    } catch (error) {
-      assert.instance(error, CorruptionError);
-      assert.match((error as Error).message, /log reset to index 50 by an installed snapshot/);
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    const error = await openRefused(dir);
+    assert.match(error.message, /log reset to index 50 by an installed snapshot/);
+  });
 });
 
 test("a torn tail is cut, reported, and the log works and reopens clean", async () => {
@@ -403,8 +387,7 @@ test("a torn tail is cut, reported, and the log works and reopens clean", async 
 });
 
 test("corruption in the middle is refused with the file and offset", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.append(puts(1, 20));
     await log.close();
@@ -415,27 +398,18 @@ test("corruption in the middle is refused with the file and offset", async () =>
     const offset = 2 * recordSize; // the third record (index 3)
     bytes[offset + recordSize - 1] ^= 0x01; // last value byte of that record
     await writeFile(file, bytes);
-    try {
-      await openPartitionLog(dir, P);
-      assert.unreachable("should refuse");
-    } catch (error) {
-      assert.instance(error, CorruptionError);
-      const e = error as CorruptionError;
-      assert.is(e.file, file);
-      assert.is(e.offset, offset);
-      assert.match(e.message, new RegExp(`^corrupt record in ${file} at offset ${offset}: crc mismatch`));
-      assert.match(e.message, /a valid record follows/);
-    }
+    const e = await openRefused(dir);
+    assert.is(e.file, file);
+    assert.is(e.offset, offset);
+    assert.match(e.message, new RegExp(`^corrupt record in ${file} at offset ${offset}: crc mismatch`));
+    assert.match(e.message, /a valid record follows/);
     // Refusing did not cut anything.
     assert.is((await stat(file)).size, bytes.length);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a bad record in a segment that is not the last is corruption, even at its end", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.append(puts(1, 5));
     await log.writeSnapshot(2, 1, applyAll(new Map(), puts(1, 2)));
@@ -446,45 +420,29 @@ test("a bad record in a segment that is not the last is corruption, even at its 
     const first = join(dir, P, segments[0]);
     const size = (await stat(first)).size;
     await appendFile(first, Buffer.from([1, 2, 3]));
-    try {
-      await openPartitionLog(dir, P);
-      assert.unreachable("should refuse");
-    } catch (error) {
-      assert.instance(error, CorruptionError);
-      assert.is((error as CorruptionError).file, first);
-      assert.is((error as CorruptionError).offset, size);
-      assert.match((error as Error).message, /not in the last segment/);
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    const error = await openRefused(dir);
+    assert.is(error.file, first);
+    assert.is(error.offset, size);
+    assert.match(error.message, /not in the last segment/);
+  });
 });
 
 test("a gap in the indexes is corruption", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.close();
     const [segment] = await segmentFiles(dir);
     const file = join(dir, P, segment);
     const head = encodeRecords(puts(1, 2));
     await writeFile(file, Buffer.concat([head, encodeRecords(puts(4, 4))]));
-    try {
-      await openPartitionLog(dir, P);
-      assert.unreachable("should refuse");
-    } catch (error) {
-      assert.instance(error, CorruptionError);
-      assert.is((error as CorruptionError).offset, head.length);
-      assert.match((error as Error).message, /log gap: entry index 4, expected 3/);
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    const error = await openRefused(dir);
+    assert.is(error.offset, head.length);
+    assert.match(error.message, /log gap: entry index 4, expected 3/);
+  });
 });
 
 test("a leftover .tmp is ignored and deleted; a bad newest snapshot is bypassed only if the log covers it", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.append(puts(1, 10));
     await log.writeSnapshot(4, 1, applyAll(new Map(), puts(1, 4)));
@@ -506,21 +464,13 @@ test("a leftover .tmp is ignored and deleted; a bad newest snapshot is bypassed 
     await again.log.writeSnapshot(10, 1, applyAll(new Map(), puts(1, 10)));
     await again.log.close();
     await writeFile(join(dir, P, "snap-0000000000000050.snap"), Buffer.alloc(100, 7));
-    try {
-      await openPartitionLog(dir, P);
-      assert.unreachable("should refuse");
-    } catch (error) {
-      assert.instance(error, CorruptionError);
-      assert.match((error as Error).message, /corrupt snapshot in .*snap-0000000000000050\.snap.*reach only index 10/);
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    const error = await openRefused(dir);
+    assert.match(error.message, /corrupt snapshot in .*snap-0000000000000050\.snap.*reach only index 10/);
+  });
 });
 
 test("close() waits for in-flight appends and is idempotent; later calls are refused", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     let done = 0;
     const pending = Array.from({ length: 20 }, (_, i) => log.append([put(i + 1, "k", `v${i}`)]).then(() => void done++));
@@ -535,14 +485,11 @@ test("close() waits for in-flight appends and is idempotent; later calls are ref
     const again = await openPartitionLog(dir, P);
     assert.is(again.recovery.entries.length, 20);
     await again.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("segments rotate by size; replay spans them and a snapshot deletes the covered prefix", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const opts = { segmentMaxBytes: 500 };
     const { log } = await openPartitionLog(dir, P, opts);
     for (let i = 1; i <= 200; i += 10) await log.append(puts(i, i + 9));
@@ -559,14 +506,11 @@ test("segments rotate by size; replay spans them and a snapshot deletes the cove
     assert.is(third.recovery.snapshot?.index, 150);
     assert.equal(third.recovery.entries.map((e) => e.index), Array.from({ length: 50 }, (_, i) => i + 151));
     await third.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a crash after an installed snapshot is durable but before the old log is deleted still discards it", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.append(puts(1, 30, 1, "stale"));
     await log.close();
@@ -587,14 +531,11 @@ test("a crash after an installed snapshot is durable but before the old log is d
     const third = await openPartitionLog(dir, P);
     assert.equal(third.recovery.entries.map((e) => e.key), ["new"]);
     await third.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a snapshot ahead of the durable log: the jump is recorded so later replays stay contiguous", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { log } = await openPartitionLog(dir, P);
     await log.append(puts(1, 5));
     await log.close();
@@ -610,14 +551,11 @@ test("a snapshot ahead of the durable log: the jump is recorded so later replays
     assert.is(third.recovery.snapshot?.index, 11);
     assert.equal(third.recovery.entries.map((e) => e.index), [12]);
     await third.log.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a snapshot larger than a read chunk round-trips; a flipped byte in it is refused", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     const state = new Map<string, Buffer>();
     for (let i = 0; i < 2000; i++) state.set(`key-${i}`, Buffer.alloc(5000, i & 0xff));
     state.set("huge", Buffer.alloc(9 * 1024 * 1024, 7)); // bigger than one 8 MiB chunk
@@ -639,33 +577,22 @@ test("a snapshot larger than a read chunk round-trips; a flipped byte in it is r
     const bytes = await readFile(file);
     bytes[Math.floor(bytes.length / 2)] ^= 0x10;
     await writeFile(file, bytes);
-    try {
-      await openPartitionLog(dir, P);
-      assert.unreachable("should refuse");
-    } catch (error) {
-      assert.instance(error, CorruptionError);
-      const e = error as CorruptionError;
-      assert.is(e.file, file);
-      assert.is(e.offset, bytes.length - 4, "the CRC trailer");
-      assert.match(e.message, /^corrupt snapshot in \S+snap-0000000000000001\.snap at offset \d+: crc mismatch .*reach only index 0/);
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    const e = await openRefused(dir);
+    assert.is(e.file, file);
+    assert.is(e.offset, bytes.length - 4, "the CRC trailer");
+    assert.match(e.message, /^corrupt snapshot in \S+snap-0000000000000001\.snap at offset \d+: crc mismatch .*reach only index 0/);
+  });
 });
 
 test("unsafe partition names are refused", async () => {
-  const dir = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
     for (const bad of ["..", "a/b", "", "x y", "a\\b"]) {
       await openPartitionLog(dir, bad).then(
         () => assert.unreachable(`accepted ${JSON.stringify(bad)}`),
         (error: Error) => assert.match(error.message, /unsafe partition name/),
       );
     }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test.run();
