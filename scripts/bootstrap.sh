@@ -54,6 +54,8 @@ MSG
   test)
     zookeeper_ok || say "WARNING: ZooKeeper is missing: the cluster tests will fail"
     need_deb /usr/bin/redis-cli redis-tools || say "WARNING: redis-cli is missing: the redis-cli test will fail"
+    need_deb /usr/bin/redis-server redis-server || say "WARNING: redis-server is missing: the bench client test will fail"
+    need_deb /bin/nc.openbsd netcat-openbsd || say "WARNING: nc is missing: the netcat test will fail"
     need_deb /usr/sbin/iptables iptables || say "WARNING: iptables is missing: partition tests will fail"
     exec node dist/tests/run.js "$@"
     ;;
