@@ -99,7 +99,7 @@ export interface ZkSetDataOptions {
 export type MultiOp =
   | { op: "check"; path: string }
   | { op: "create"; path: string; data: Buffer; mode: ZkCreateMode }
-  | { op: "remove"; path: string };
+  | { op: "remove"; path: string; version?: number };
 
 /** What the connection reports to its owner. All calls are guarded. */
 export interface ZkEvents {
@@ -347,7 +347,7 @@ export class ZkConnection {
       for (const op of ops) {
         if (op.op === "check") transaction.check(op.path);
         else if (op.op === "create") transaction.create(op.path, op.data, MODES[op.mode]);
-        else transaction.remove(op.path);
+        else transaction.remove(op.path, op.version ?? -1);
       }
       transaction.commit((error) => callback(error as LibraryError, undefined));
     });

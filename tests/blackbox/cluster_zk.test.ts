@@ -324,9 +324,14 @@ test("leader znode: publish and retract are seen by all; stale or foreign epochs
   await leader.cluster.retractLeader("p1");
   await until("everyone sees the retraction", () => members.every((m) => m.leaders.has("p1") && m.leaders.get("p1") === undefined));
 
-  // Graceful handover: the leader withdraws (told to stop at once), the next candidate takes over.
+  // Graceful handover: the published leader withdraws (told to stop at once;
+  // its leader znode and its candidate go in one write), the next candidate takes over.
+  assert.is(await leader.cluster.publishLeader("p1", epoch), true);
+  await until("everyone sees the leader again", () => members.every((m) => m.leaders.get("p1")?.id === leader.id));
   await leader.cluster.withdraw("p1");
   assert.is(leader.candidate.get("p1"), undefined);
+  assert.not.ok((await leader.cluster.candidates("p1")).some((c) => c.id === leader.id), "its candidate is gone");
+  await until("everyone sees the leader znode gone", () => members.every((m) => m.leaders.has("p1") && m.leaders.get("p1") === undefined));
   const next = members.find((m) => m.id === order[1].id)!;
   await until("the next candidate is told", () => next.candidate.get("p1") !== undefined);
   assert.is(next.candidate.get("p1"), order[1].epoch);
