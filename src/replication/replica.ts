@@ -86,7 +86,7 @@ export async function openReplica(dataDir: string, options: ReplicaOptions): Pro
   const { log, recovery } = await openPartitionLog(dataDir, options.partition, {
     fsync: options.fsync,
     onBatch: options.onBatch,
-    log: (event, detail) => options.logger.warn(event, { partition: options.partition, ...detail }),
+    log: (level, event, detail) => options.logger[level](event, { partition: options.partition, ...detail }),
   });
   const store = new KvStore();
   if (recovery.snapshot) store.load(recovery.snapshot.index, recovery.snapshot.epoch, recovery.snapshot.state);

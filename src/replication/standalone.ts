@@ -36,7 +36,7 @@ export async function openStandalonePartition(
   const { log, recovery } = await openPartitionLog(dataDir, partition, {
     fsync: options.fsync,
     onBatch: options.onBatch,
-    log: (event, detail) => options.logger.warn(event, { partition, ...detail }),
+    log: (level, event, detail) => options.logger[level](event, { partition, ...detail }),
   });
   const store = new KvStore();
   if (recovery.snapshot) store.load(recovery.snapshot.index, recovery.snapshot.epoch, recovery.snapshot.state);

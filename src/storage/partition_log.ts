@@ -66,7 +66,7 @@ export interface PartitionLogOptions {
   /** "always" (default): fsync every batch before resolving. "never": skip the batch fsync (UNSAFE; benchmarks only). */
   fsync?: "always" | "never";
   /** Called for notable events (torn tail cut, segment deleted, snapshot written): one structured object. */
-  log?: (event: string, detail: Record<string, unknown>) => void;
+  log?: (level: "info" | "warn", event: string, detail: Record<string, unknown>) => void;
   /** Called after every group-commit batch that wrote bytes (for metrics). Must not throw. */
   onBatch?: (batch: BatchStats) => void;
   /** Start a new segment once the current one reaches this size. Default {@linkcode SEGMENT_MAX_BYTES}; small values are for tests. */
@@ -217,7 +217,7 @@ export async function openPartitionLog(
   for (const name of names) {
     if (!name.endsWith(".tmp")) continue;
     await unlink(join(path, name));
-    emit("tmp_deleted", { file: join(path, name) });
+    emit("warn", "tmp_deleted", { file: join(path, name) });
     dirChanged = true;
   }
   const segmentSeqs = names
@@ -246,7 +246,7 @@ export async function openPartitionLog(
     } catch (error) {
       if (!(error instanceof CorruptionError)) throw error;
       badSnapshots.push({ file, index, error });
-      emit("snapshot_bad", { file, why: error.message });
+      emit("warn", "snapshot_bad", { file, why: error.message });
     }
   }
   const baseIndex = base?.index ?? 0;
@@ -268,7 +268,7 @@ export async function openPartitionLog(
       const cut = await replay.segment(join(path, name), info, { last: i === segmentSeqs.length - 1 });
       if (cut > 0) {
         tornTailBytes = cut;
-        emit("torn_tail", { file: join(path, name), offset: info.size, bytes: cut });
+        emit("warn", "torn_tail", { file: join(path, name), offset: info.size, bytes: cut });
       }
       segments.push(info);
     }
@@ -290,7 +290,7 @@ export async function openPartitionLog(
     }
     for (const bad of badSnapshots) {
       await rename(bad.file, bad.file + ".bad");
-      emit("snapshot_bypassed", { file: bad.file, renamedTo: bad.file + ".bad", why: bad.error.message });
+      emit("warn", "snapshot_bypassed", { file: bad.file, renamedTo: bad.file + ".bad", why: bad.error.message });
     }
     dirChanged = true;
   }
@@ -301,7 +301,7 @@ export async function openPartitionLog(
       if (index >= baseIndex) continue;
       const file = join(path, snapshotFileName(index));
       await unlink(file);
-      emit("snapshot_deleted", { file });
+      emit("info", "snapshot_deleted", { file });
       dirChanged = true;
     }
   }
@@ -312,7 +312,7 @@ export async function openPartitionLog(
     const coveredBySnapshot = s.maxIndex <= baseIndex && s.maxPromise <= promisedCovered;
     if (!voidedByReset && !coveredBySnapshot) break;
     await unlink(join(path, s.name));
-    emit("segment_deleted", { file: join(path, s.name), maxIndex: s.maxIndex, snapshotIndex: baseIndex });
+    emit("info", "segment_deleted", { file: join(path, s.name), maxIndex: s.maxIndex, snapshotIndex: baseIndex });
     segments.shift();
     dirChanged = true;
   }
@@ -461,7 +461,7 @@ interface PartitionLogInit {
   path: string;
   fsync: "always" | "never";
   segmentMaxBytes: number;
-  emit: (event: string, detail: Record<string, unknown>) => void;
+  emit: NonNullable<PartitionLogOptions["log"]>;
   onBatch: ((batch: BatchStats) => void) | undefined;
   fh: FileHandle;
   segments: SegmentInfo[];
@@ -485,7 +485,7 @@ export class PartitionLog {
   readonly #path: string;
   readonly #fsync: "always" | "never";
   readonly #segmentMaxBytes: number;
-  readonly #emit: (event: string, detail: Record<string, unknown>) => void;
+  readonly #emit: NonNullable<PartitionLogOptions["log"]>;
   readonly #onBatch: ((batch: BatchStats) => void) | undefined;
   #fh: FileHandle;
   readonly #segments: SegmentInfo[];
@@ -646,7 +646,7 @@ export class PartitionLog {
       await previous;
       const name = await writeSnapshotFile(this.#path, serialized);
       this.#stats.snapshots++;
-      this.#emit("snapshot_written", {
+      this.#emit("info", "snapshot_written", {
         file: join(this.#path, name),
         index,
         epoch,
@@ -776,7 +776,7 @@ export class PartitionLog {
         }
       } catch (error) {
         this.#failed = new Error(`partition log ${this.#path} failed and must be reopened: ${String(error)}`, { cause: error });
-        this.#emit("log_failed", { path: this.#path, error: String(error) });
+        this.#emit("warn", "log_failed", { path: this.#path, error: String(error) });
         this.#rejectAll(this.#queue.splice(0), this.#failed);
         return;
       }
@@ -855,7 +855,7 @@ export class PartitionLog {
     this.#stats.bytes += bytes.length;
     this.#current().size += bytes.length;
     if (snapshot.promisedEpoch > this.#durablePromise) this.#durablePromise = snapshot.promisedEpoch;
-    this.#emit("snapshot_installed", {
+    this.#emit("info", "snapshot_installed", {
       file: join(this.#path, name),
       index: snapshot.index,
       epoch: snapshot.epoch,
@@ -885,7 +885,7 @@ export class PartitionLog {
         const index = parseSnapshotFileName(name);
         if (index === undefined || index >= options.index) continue;
         await unlink(join(this.#path, name));
-        this.#emit("snapshot_deleted", { file: join(this.#path, name) });
+        this.#emit("info", "snapshot_deleted", { file: join(this.#path, name) });
         changed = true;
       }
       while (this.#segments.length > 1) {
@@ -894,12 +894,12 @@ export class PartitionLog {
         if (!options.everything && (s.maxIndex > options.index || s.maxPromise > options.promisedEpoch)) break;
         await unlink(join(this.#path, s.name));
         this.#segments.shift();
-        this.#emit("segment_deleted", { file: join(this.#path, s.name), maxIndex: s.maxIndex, snapshotIndex: options.index });
+        this.#emit("info", "segment_deleted", { file: join(this.#path, s.name), maxIndex: s.maxIndex, snapshotIndex: options.index });
         changed = true;
       }
       if (changed) await fsyncDirectory(this.#path);
     } catch (error) {
-      this.#emit("cleanup_failed", { path: this.#path, error: String(error) });
+      this.#emit("warn", "cleanup_failed", { path: this.#path, error: String(error) });
     }
   }
 }

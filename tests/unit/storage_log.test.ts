@@ -73,9 +73,9 @@ async function segmentFiles(dir: string): Promise<string[]> {
   return (await files(dir)).filter((n) => n.endsWith(".seg"));
 }
 
-function events(): { log: NonNullable<PartitionLogOptions["log"]>; seen: { event: string; detail: Record<string, unknown> }[] } {
-  const seen: { event: string; detail: Record<string, unknown> }[] = [];
-  return { log: (event, detail) => seen.push({ event, detail }), seen };
+function events(): { log: NonNullable<PartitionLogOptions["log"]>; seen: { level: string; event: string; detail: Record<string, unknown> }[] } {
+  const seen: { level: string; event: string; detail: Record<string, unknown> }[] = [];
+  return { log: (level, event, detail) => seen.push({ level, event, detail }), seen };
 }
 
 test("append then reopen gives the same entries, and a fresh log is empty", async () => {
@@ -284,7 +284,8 @@ test("snapshot, concurrent appends and truncation replay to the same state", asy
 
 test("segments holding entries above the snapshot index are kept", async () => {
   await withTempDir(async (dir) => {
-    const { log } = await openPartitionLog(dir, P);
+    const seen = events();
+    const { log } = await openPartitionLog(dir, P, { log: seen.log });
     await log.append(puts(1, 10));
     const oldSegments = await segmentFiles(dir);
     // Snapshot at 5 while the old segment still holds 6..10.
@@ -297,6 +298,9 @@ test("segments holding entries above the snapshot index are kept", async () => {
     await log.writeSnapshot(12, 1, applyAll(new Map(), puts(1, 12)));
     assert.is((await segmentFiles(dir)).length, 1);
     assert.equal((await files(dir)).filter((n) => n.endsWith(".snap")), ["snap-0000000000000012.snap"]);
+    // Routine housekeeping is logged at info, not as a warning.
+    const routine = seen.seen.filter((e) => ["snapshot_written", "snapshot_deleted", "segment_deleted"].includes(e.event));
+    assert.ok(routine.length >= 3 && routine.every((e) => e.level === "info"), JSON.stringify(routine));
     await log.close();
     const again = await openPartitionLog(dir, P);
     assert.is(again.recovery.snapshot?.index, 12);
@@ -372,6 +376,7 @@ test("a torn tail is cut, reported, and the log works and reopens clean", async 
       assert.equal(reopened.recovery.entries.map((e) => e.index), [1, 2, 3, 4, 5]);
       const torn = seen.seen.find((e) => e.event === "torn_tail");
       assert.equal(torn?.detail, { file, offset: goodSize, bytes: junk.length });
+      assert.is(torn?.level, "warn", "a cut tail is worth an operator's look");
       assert.is((await stat(file)).size, goodSize);
       await reopened.log.append([put(6, "after", "tear")]);
       await reopened.log.close();
@@ -456,7 +461,7 @@ test("a leftover .tmp is ignored and deleted; a bad newest snapshot is bypassed 
     assert.is(again.recovery.snapshot?.index, 4);
     assert.equal(again.recovery.entries.map((e) => e.index), [5, 6, 7, 8, 9, 10]);
     assert.ok(seen.seen.some((e) => e.event === "tmp_deleted"));
-    assert.ok(seen.seen.some((e) => e.event === "snapshot_bad"));
+    assert.ok(seen.seen.some((e) => e.event === "snapshot_bad" && e.level === "warn"));
     const names = await files(dir);
     assert.not.ok(names.some((n) => n.endsWith(".tmp")));
     assert.ok(names.includes("snap-0000000000000008.snap.bad"));
