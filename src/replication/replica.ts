@@ -457,11 +457,9 @@ export class ReplicatedPartition implements PartitionHandle {
     this.snapshotting = true;
     const index = this.store.appliedIndex;
     const epoch = this.store.appliedEpoch;
-    const started = Date.now();
     this.log.writeSnapshot(index, epoch, this.store.data).then(
       () => {
         this.snapshotting = false;
-        this.options.logger.info("snapshot_written", { partition: this.name, index, ms: Date.now() - started });
         this.step({ type: "compacted", index, epoch });
       },
       (error) => {

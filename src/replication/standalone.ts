@@ -119,12 +119,10 @@ class StandalonePartition implements PartitionHandle {
   private maybeSnapshot(): void {
     if (this.snapshotting || this.log.entriesSinceSnapshot < this.options.snapshotEvery) return;
     this.snapshotting = true;
-    const started = Date.now();
     const index = this.store.appliedIndex;
     this.log.writeSnapshot(index, this.store.appliedEpoch, this.store.data).then(
       () => {
         this.snapshotting = false;
-        this.options.logger.info("snapshot_written", { partition: this.name, index, ms: Date.now() - started });
       },
       (error) => {
         this.snapshotting = false;

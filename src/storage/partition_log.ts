@@ -37,7 +37,9 @@ import {
   fsyncDirectory,
   loadSnapshot,
   parseSnapshotFileName,
+  captureState,
   serializeSnapshot,
+  serializeSnapshotInSlices,
   snapshotFileName,
   writeAll,
   writeSnapshotFile,
@@ -643,8 +645,8 @@ export class PartitionLog {
     assert(index >= this.#snapshotIndex, `snapshot index ${index} is below the previous snapshot ${this.#snapshotIndex}`);
     const promisedEpoch = this.#requestedPromise;
     const started = performance.now();
-    const serialized = serializeSnapshot(state, { index, epoch, promisedEpoch });
-    const serializeMs = performance.now() - started;
+    // The state as of now, by reference; encoded a slice at a time below.
+    const captured = captureState(state);
     this.#snapshotIndex = index;
     this.#entriesSinceSnapshot = 0;
     this.#bytesSinceSnapshot = 0;
@@ -655,6 +657,8 @@ export class PartitionLog {
     this.#enqueue(rotate);
     const previous = this.#snapshotTail;
     const job = (async () => {
+      const serialized = await serializeSnapshotInSlices(captured, { index, epoch, promisedEpoch });
+      const serializeMs = performance.now() - started;
       await previous;
       const name = await writeSnapshotFile(this.#path, serialized);
       this.#stats.snapshots++;

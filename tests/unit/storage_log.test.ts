@@ -7,7 +7,13 @@ import type { LogEntry } from "../../src/storage/entry.ts";
 import { CorruptionError, openPartitionLog } from "../../src/storage/partition_log.ts";
 import type { PartitionLogOptions } from "../../src/storage/partition_log.ts";
 import { encodeRecords } from "../../src/storage/record.ts";
-import { serializeSnapshot, writeSnapshotFile } from "../../src/storage/snapshot.ts";
+import {
+  captureState,
+  serializeSnapshot,
+  serializeSnapshotInSlices,
+  SNAPSHOT_SLICE_ENTRIES,
+  writeSnapshotFile,
+} from "../../src/storage/snapshot.ts";
 
 const P = "block-1";
 
@@ -597,6 +603,48 @@ test("unsafe partition names are refused", async () => {
         (error: Error) => assert.match(error.message, /unsafe partition name/),
       );
     }
+  });
+});
+
+
+test("a snapshot encoded in slices: the same bytes as in one go, and writes made meanwhile stay out", async () => {
+  const state = new Map<string, Buffer>();
+  const keys = SNAPSHOT_SLICE_ENTRIES * 2 + 17; // crosses slice boundaries
+  for (let i = 0; i < keys; i++) state.set(`k${i}`, Buffer.from(`v${i}`.repeat(i % 5)));
+  state.set("ünïcode", Buffer.from("välue"));
+  const header = { index: 77, epoch: 4, promisedEpoch: 5 };
+  const whole = Buffer.concat(serializeSnapshot(state, header).chunks);
+
+  const captured = captureState(state);
+  const sliced = serializeSnapshotInSlices(captured, header);
+  // Changes after the capture (what the node keeps applying) must not leak in.
+  let yielded = false;
+  setImmediate(() => {
+    yielded = true;
+    state.set("k0", Buffer.from("changed"));
+    state.set("new-key", Buffer.from("x"));
+    state.delete("k1");
+  });
+  const result = await sliced;
+  assert.ok(yielded, "the event loop ran between slices");
+  assert.is(result.keys, keys + 1);
+  assert.ok(Buffer.concat(result.chunks).equals(whole), "same bytes as serializeSnapshot of the state at capture");
+});
+
+test("writeSnapshot captures the state at the call: later changes to the Map are not in the file", async () => {
+  await withTempDir(async (dir) => {
+    const { log } = await openPartitionLog(dir, P);
+    await log.append(puts(1, 3));
+    const state = applyAll(new Map(), puts(1, 3));
+    const written = log.writeSnapshot(3, 1, state);
+    state.set("after", Buffer.from("the snapshot"));
+    await written;
+    await log.close();
+    const again = await openPartitionLog(dir, P);
+    assert.is(again.recovery.snapshot?.index, 3);
+    assert.not.ok(again.recovery.snapshot?.state.has("after"));
+    assert.is(again.recovery.snapshot?.state.size, 3);
+    await again.log.close();
   });
 });
 
