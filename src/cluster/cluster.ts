@@ -12,7 +12,7 @@
  */
 
 import { addressOf, checkNodeInfo, encodeLeaderInfo, encodeNodeInfo, parseLeaderInfo, parseNodeInfo, sameLeader } from "./codec.ts";
-import { candidatePrefix, decideElection, epochOf, sortCandidates } from "./election.ts";
+import { candidatePrefix, decideElection, epochOf, preferredLeaders, sortCandidates } from "./election.ts";
 import {
   assertRoot,
   electionPath,
@@ -59,6 +59,15 @@ export const MIN_OPERATION_TIMEOUT_MS = 5_000;
 /** ...or this many session timeouts, whichever is longer. */
 export const OPERATION_TIMEOUT_SESSIONS = 3;
 
+/**
+ * Head start a partition's preferred leader gets when a node first stands in
+ * its election: the others wait this long before creating their candidates,
+ * so that a cluster started together spreads leadership over its nodes
+ * instead of one node leading everything. Only while the preferred node is
+ * registered, and only for a process's first candidacy in a partition.
+ */
+export const PREFERRED_HEAD_START_MS = 400;
+
 /** An error an API operation must not retry. */
 class PermanentError extends Error {}
 
@@ -78,6 +87,10 @@ interface Candidacy {
   lowest: boolean;
   /** Epoch last announced through onCandidate (undefined: told to stop, or never told). */
   announced?: number;
+  /** This process has created a candidate for the partition (in any session). */
+  stood: boolean;
+  /** Until when a first candidacy waits for the preferred leader (performance.now()). */
+  headStartUntil?: number;
 }
 
 /** Task names, in the order the runner prefers them. */
@@ -165,7 +178,7 @@ class ClusterMember implements Cluster {
     this.#expectNodes = expect;
     this.#startTimeoutMs = options.startTimeoutMs ?? 30_000;
     for (const partition of this.#node.partitions) {
-      this.#candidacies.set(partition, { partition, withdrawn: false, lowest: false });
+      this.#candidacies.set(partition, { partition, withdrawn: false, lowest: false, stood: false });
       this.#electionWatchers.set(partition, (event) => this.#onWatch(`election:${partition}`, event));
     }
     this.#watchNodes = (event) => this.#onWatch("nodes", event);
@@ -825,6 +838,8 @@ class ClusterMember implements Cluster {
         candidacy.lowest = false;
         this.#stopAnnouncing(candidacy);
       }
+      if (this.#waitForPreferred(partition, candidacy)) return;
+      candidacy.stood = true;
       const created = await conn.create(`${dir}/${candidatePrefix(self.id, session)}`, Buffer.from(self.id), {
         mode: "ephemeral_sequential",
         onLate: (late) => {
@@ -884,6 +899,32 @@ class ClusterMember implements Cluster {
     await conn.getData(ownPath, watcher);
     this.#assertCurrent(conn);
     this.#log("candidate_waiting", { partition, epoch, predecessor: decision.predecessor.name });
+  }
+
+  /**
+   * True (and the election step rescheduled) while a first candidacy gives
+   * the partition's preferred leader its head start; see
+   * {@linkcode PREFERRED_HEAD_START_MS}.
+   */
+  #waitForPreferred(partition: string, candidacy: Candidacy): boolean {
+    if (candidacy.stood) return false;
+    const members = this.#ring?.partitions ?? {};
+    const preferred = preferredLeaders(members).get(partition);
+    if (preferred === undefined || preferred === this.#node.id || !this.#nodes.has(preferred)) return false;
+    const now = performance.now();
+    candidacy.headStartUntil ??= now + PREFERRED_HEAD_START_MS;
+    const remaining = candidacy.headStartUntil - now;
+    if (remaining <= 0) return false;
+    const task = `election:${partition}`;
+    if (!this.#retryTimers.has(task)) {
+      this.#log("candidate_deferred", { partition, preferred, ms: Math.round(remaining) });
+      const timer = setTimeout(() => {
+        this.#retryTimers.delete(task);
+        this.#schedule(task);
+      }, remaining);
+      this.#retryTimers.set(task, timer);
+    }
+    return true;
   }
 
   async #publish(partition: string, epoch: number): Promise<boolean> {

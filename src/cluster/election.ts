@@ -106,3 +106,28 @@ export function decideElection(children: readonly string[], self: ElectionSelf):
   if (index === 0) return { kind: "lead", own, extras, ordered };
   return { kind: "follow", own, predecessor: ordered[index - 1], extras, ordered };
 }
+
+/**
+ * Each partition's preferred first leader, spreading leadership evenly: the
+ * partitions in name order each take the member that prefers the fewest so
+ * far (ties: the first member counted from the partition's position, so
+ * that equal groups do not all pick their lowest id). Every node computes
+ * the same answer from the same ring.
+ */
+export function preferredLeaders(partitions: Readonly<Record<string, readonly string[]>>): Map<string, string> {
+  const load = new Map<string, number>();
+  const preferred = new Map<string, string>();
+  const names = Object.keys(partitions).sort();
+  for (let p = 0; p < names.length; p++) {
+    const members = partitions[names[p]];
+    if (members.length === 0) continue;
+    let best = members[p % members.length];
+    for (let i = 0; i < members.length; i++) {
+      const member = members[(p + i) % members.length];
+      if ((load.get(member) ?? 0) < (load.get(best) ?? 0)) best = member;
+    }
+    load.set(best, (load.get(best) ?? 0) + 1);
+    preferred.set(names[p], best);
+  }
+  return preferred;
+}

@@ -256,6 +256,20 @@ test("barrier: nobody is ready before the third node registers; then all agree o
   assert.is(created.length, 1, "exactly one node created the ring");
 });
 
+test("a cluster started together spreads leadership: each node first leads its preferred partition", async () => {
+  const root = uniqueRoot("spread");
+  const partitions = ["p1", "p2", "p3"];
+  const members = [
+    await Member.join(root, "n1", partitions, { expectNodes: 3 }),
+    await Member.join(root, "n2", partitions, { expectNodes: 3 }),
+    await Member.join(root, "n3", partitions, { expectNodes: 3 }),
+  ];
+  for (const p of partitions) await until(`one agreed leader of ${p}`, () => oneAgreedLeader(members, p));
+  assert.equal(partitions.map((p) => servingMember(members, p).id), ["n1", "n2", "n3"]);
+  const deferred = members.flatMap((m) => m.logs.filter((l) => l.event === "candidate_deferred"));
+  assert.ok(deferred.length > 0, "non-preferred candidates waited");
+});
+
 test("election: the lowest leads; closing its session promotes only its watcher, with a higher epoch", async () => {
   const root = uniqueRoot("election");
   const members = [
@@ -264,8 +278,10 @@ test("election: the lowest leads; closing its session promotes only its watcher,
     await Member.join(root, "n3", ["p1"], { expectNodes: 3 }),
   ];
   await until("one agreed leader of p1", () => oneAgreedLeader(members, "p1"));
+  // The preferred leader (n1) got a head start; the others stand shortly after.
+  await untilAsync("all three stand", async () => (await members[0].cluster.candidates("p1")).length === 3);
   const order = await members[0].cluster.candidates("p1");
-  assert.is(order.length, 3);
+  assert.is(order[0].id, "n1", "p1's preferred leader stood first");
   const byId = new Map(members.map((m) => [m.id, m]));
   const [first, second, third] = order.map((c) => byId.get(c.id)!);
   assert.ok(order[0].epoch < order[1].epoch && order[1].epoch < order[2].epoch, "epochs follow creation order");
@@ -299,6 +315,7 @@ test("leader znode: publish and retract are seen by all; stale or foreign epochs
     await Member.join(root, "n3", ["p1"], { expectNodes: 3, autoPublish: false }),
   ];
   await until("a candidate for p1", () => members.some((m) => m.candidate.get("p1") !== undefined));
+  await untilAsync("all three stand", async () => (await members[0].cluster.candidates("p1")).length === 3);
   await until("everyone has read the (absent) leader", () => members.every((m) => m.leaders.has("p1")));
   const leader = members.find((m) => m.candidate.get("p1") !== undefined)!;
   const others = members.filter((m) => m !== leader);

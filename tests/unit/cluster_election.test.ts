@@ -1,6 +1,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { candidatePrefix, decideElection, epochOf, parseCandidate, sortCandidates } from "../../src/cluster/election.ts";
+import { candidatePrefix, decideElection, epochOf, parseCandidate, preferredLeaders, sortCandidates } from "../../src/cluster/election.ts";
+import { ringLayout } from "../../src/node/local_cluster.ts";
 
 const S1 = "0100002006be0001";
 const S2 = "0100002006be0002";
@@ -80,6 +81,30 @@ test("a known name that vanished falls back to our lowest remaining", () => {
   const decision = decideElection([name("n1", S1, 7)], { id: "n1", session: S1, known: name("n1", S1, 4) });
   assert.is(decision.kind, "lead");
   if (decision.kind === "lead") assert.is(decision.own.seq, 7);
+});
+
+test("preferred leaders: every node of npm start's layout prefers exactly one partition", () => {
+  for (const nodes of [3, 5, 7]) {
+    const ids = Array.from({ length: nodes }, (_, i) => `n${i + 1}`);
+    const layout = ringLayout(ids, nodes, 3);
+    const preferred = preferredLeaders(layout);
+    assert.equal([...preferred.keys()].sort(), Object.keys(layout).sort());
+    for (const [partition, leader] of preferred) assert.ok(layout[partition].includes(leader), `${partition}: ${leader} is a member`);
+    assert.equal([...preferred.values()].sort(), [...ids].sort(), `${nodes} nodes: one each`);
+  }
+});
+
+test("preferred leaders: equal groups spread; the answer depends only on the ring", () => {
+  const all = { p1: ["n1", "n2", "n3"], p2: ["n1", "n2", "n3"], p3: ["n1", "n2", "n3"] };
+  assert.equal(Object.fromEntries(preferredLeaders(all)), { p1: "n1", p2: "n2", p3: "n3" });
+  const reordered = { p3: ["n1", "n2", "n3"], p1: ["n1", "n2", "n3"], p2: ["n1", "n2", "n3"] };
+  assert.equal(preferredLeaders(reordered), preferredLeaders(all));
+  // More partitions than nodes: no node prefers two more than another.
+  const six = Object.fromEntries(Array.from({ length: 6 }, (_, i) => [`p${i}`, ["a", "b", "c"]]));
+  const counts = new Map<string, number>();
+  for (const leader of preferredLeaders(six).values()) counts.set(leader, (counts.get(leader) ?? 0) + 1);
+  assert.equal([...counts.values()], [2, 2, 2]);
+  assert.equal(preferredLeaders({ p1: [] }).size, 0);
 });
 
 test.run();
