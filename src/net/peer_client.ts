@@ -110,6 +110,16 @@ export class PeerClient {
     );
   }
 
+  /**
+   * The peer is known to be back (it registered again, or was published as
+   * a leader): forget the connect backoff, so the next request connects at
+   * once instead of failing until the backoff runs out.
+   */
+  retryNow(): void {
+    this.failures = 0;
+    this.retryAt = 0;
+  }
+
   /** Closes the connection; pending requests fail. */
   close(): void {
     this.closed = true;

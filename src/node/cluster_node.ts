@@ -270,6 +270,8 @@ class ClusterNode implements PeerHandler {
   // ---- ZooKeeper events ----
 
   private onNodes(nodes: Map<string, NodeInfo>): void {
+    // A node that (re)appears has just started listening: no backoff from its downtime.
+    for (const id of nodes.keys()) if (!this.nodes.has(id)) this.transport.peerBack(id);
     this.nodes = nodes;
     const addresses = new Map<string, string>();
     for (const [id, info] of nodes) addresses.set(id, `${info.host}:${info.port}`);
@@ -382,6 +384,8 @@ class ClusterNode implements PeerHandler {
   private onLeader(partition: string, leader: LeaderInfo | undefined): void {
     if (leader === undefined) this.leaders.delete(partition);
     else this.leaders.set(partition, leader);
+    // A newly published leader is serving now: forwarding must not wait out a connect backoff.
+    if (leader !== undefined && leader.id !== this.config.id) this.transport.peerBack(leader.id);
     this.replicas.get(partition)?.setLeaderHint(leader === undefined ? undefined : { id: leader.id, address: leader.address });
     for (const wake of [...this.leaderWaiters]) wake();
   }

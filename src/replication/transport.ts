@@ -56,6 +56,12 @@ export class Transport implements ReplicaTransport {
     }
   }
 
+  /** Peer `id` is back (see {@linkcode PeerClient.retryNow}): connect to it at once. */
+  peerBack(id: string): void {
+    this.clients.get(id)?.retryNow();
+    this.forwarders.get(id)?.retryNow();
+  }
+
   /** The connection for forwarded requests to peer `id`, or undefined if its address is unknown. */
   client(id: string): PeerClient | undefined {
     // A reply later than every forwarded request's deadline: the link is dead.
