@@ -6,7 +6,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { runChaos } from "./chaos.ts";
+import { CLIENT_DIALECTS, clientDialect, runChaos } from "./chaos.ts";
 import { chaosTag, FAULT_KINDS, listChaosRules } from "./nemesis.ts";
 
 /** Faults in the short run: two rounds of the schedule, each with every kind once. */
@@ -28,6 +28,10 @@ test("under kills, pauses and partitions, every operation through every node is 
   assert.is(result.verdict, "linearizable", result.check.message);
   assert.equal(result.problems, [], result.problems.join("\n"));
   assert.ok(result.ok >= MIN_OK_OPS, `at least ${MIN_OK_OPS} ops got a definite reply (got ${result.ok})`);
+  for (const dialect of CLIENT_DIALECTS) {
+    const definite = result.history.filter((op) => clientDialect(op.client) === dialect && op.outcome !== "unknown" && op.outcome !== "failed");
+    assert.ok(definite.length >= MIN_OK_OPS / 10, `${dialect} clients got definite replies (${definite.length})`);
+  }
   for (const kind of FAULT_KINDS) assert.ok(result.nemesis[kind] >= 1, `the nemesis injected a ${kind} (log: ${JSON.stringify(result.nemesis)})`);
   assert.equal(listChaosRules({ tag: chaosTag() }), [], "no iptables rule of this run is left");
   assert.is(result.nodesAlive.length, 5, `every node is alive at the end (alive: ${result.nodesAlive.join(",")})`);

@@ -1,7 +1,7 @@
 /**
  * The Jepsen-style fault run: a real cluster (its own ZooKeeper, five node
  * processes on 127.0.0.11..15), concurrent clients doing PUT/GET/DELETE on
- * a few keys through random nodes, a {@linkcode Nemesis} killing, pausing and
+ * a few keys through random nodes (in turn the plain, JSON and RESP dialects), a {@linkcode Nemesis} killing, pausing and
  * partitioning nodes, then a heal, a final read of every key through every
  * node, and the linearizability check of the whole recorded history.
  *
@@ -199,6 +199,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
         stop: stopClients,
         problems,
         staleReads: options.staleReads === true,
+        dialect: clientDialect(`c${i + 1}`)!,
       }));
     const until = chaosStarted + durationMs;
     await nemesis.run({ until, maxFaults: options.maxFaults });
@@ -306,6 +307,47 @@ async function settleClients(clients: Promise<void>[], problems: string[]): Prom
   }
 }
 
+/** The dialects of PROTOCOL.md, which the clients speak in turn. */
+export const CLIENT_DIALECTS = ["plain", "json", "resp"] as const;
+/** One of {@linkcode CLIENT_DIALECTS}. */
+export type ClientDialect = typeof CLIENT_DIALECTS[number];
+
+/** The dialect client `c<n>` speaks: c1 plain, c2 JSON, c3 RESP, c4 plain...; undefined for other names (final reads). */
+export function clientDialect(client: string): ClientDialect | undefined {
+  const match = /^c(\d+)$/.exec(client);
+  return match === null ? undefined : CLIENT_DIALECTS[(Number(match[1]) - 1) % CLIENT_DIALECTS.length];
+}
+
+/** One request in `dialect`, with its line ending(s). */
+function encodeRequest(dialect: ClientDialect, op: HistoryOp["op"], key: string, value: string | undefined): string {
+  const command = op === "put" ? "PUT" : op === "get" ? "GET" : "DELETE";
+  if (dialect === "json") return JSON.stringify(op === "put" ? { op: command, key, value } : { op: command, key }) + "\n";
+  if (dialect === "resp") {
+    const args = op === "put" ? ["SET", key, value ?? ""] : [op === "get" ? "GET" : "DEL", key];
+    return `*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("");
+  }
+  return op === "put" ? `PUT ${key} ${value}\n` : `${command} ${key}\n`;
+}
+
+/**
+ * A RESP reply in the plain dialect's words (what the history records):
+ * `+OK` → OK, `$n` → VALUE, `$-1` → NOT_FOUND, `:1`/`:0` → DELETED/NOT_FOUND,
+ * `-ERR CODE ...` → ERR CODE .... Undefined until `buffer` holds a whole reply.
+ */
+function takeRespReply(buffer: string): { reply: string; rest: string } | undefined {
+  const end = buffer.indexOf("\r\n");
+  if (end < 0) return undefined;
+  const head = buffer.slice(0, end);
+  const rest = buffer.slice(end + 2);
+  if (head.startsWith("$") && head !== "$-1") {
+    const length = Number(head.slice(1));
+    if (rest.length < length + 2) return undefined; // values here are ASCII: characters are bytes
+    return { reply: `VALUE ${rest.slice(0, length)}`, rest: rest.slice(length + 2) };
+  }
+  const plain = head === "+OK" ? "OK" : head === "$-1" || head === ":0" ? "NOT_FOUND" : head === ":1" ? "DELETED" : head.startsWith("-") ? head.slice(1) : `(unexpected RESP reply ${head})`;
+  return { reply: plain, rest };
+}
+
 /** What one client needs. */
 interface ClientContext {
   cluster: TestCluster;
@@ -317,6 +359,7 @@ interface ClientContext {
   stop: { stopped: boolean };
   problems: string[];
   staleReads: boolean;
+  dialect: ClientDialect;
 }
 
 /**
@@ -333,7 +376,7 @@ async function runClient(name: string, context: ClientContext): Promise<void> {
       if (connection === undefined) {
         const spec = prng.pick(cluster.specs);
         connection = await LineConnection.open(spec.host, spec.port, CONNECT_TIMEOUT_MS).catch(() => undefined);
-        if (connection !== undefined && context.staleReads && (await connection.request("READONLY", context.timeoutMs)) !== "OK") {
+        if (connection !== undefined && context.staleReads && (await connection.request("READONLY\n", context.timeoutMs)) !== "OK") {
           connection.destroy();
           connection = undefined;
         }
@@ -346,9 +389,9 @@ async function runClient(name: string, context: ClientContext): Promise<void> {
       const roll = prng.float();
       const op = roll < 0.45 ? "get" : roll < 0.85 ? "put" : "delete";
       const value = op === "put" ? `${name}-${++seq}` : undefined;
-      const line = op === "put" ? `PUT ${key} ${value}` : `${op.toUpperCase()} ${key}`;
+      const line = encodeRequest(context.dialect, op, key, value);
       const handle = recorder.invoke({ client: name, op, key, value });
-      const reply = await connection.request(line, context.timeoutMs);
+      const reply = await connection.request(line, context.timeoutMs, { resp: context.dialect === "resp" });
       if (reply === undefined || reply.startsWith("BYE")) {
         recorder.lose(handle);
         connection.destroy();
@@ -358,7 +401,7 @@ async function runClient(name: string, context: ClientContext): Promise<void> {
       try {
         recorder.complete(handle, reply);
       } catch (error) {
-        context.problems.push(`${name}: ${line} got an impossible reply: ${(error as Error).message}`);
+        context.problems.push(`${name}: ${JSON.stringify(line)} got an impossible reply: ${(error as Error).message}`);
       }
       if (prng.chance(SWITCH_NODE_CHANCE)) {
         connection.destroy();
@@ -412,12 +455,16 @@ class LineConnection {
     });
   }
 
-  /** Sends `line`; resolves with the reply line, or undefined when the connection closed or no reply came in time. */
-  request(line: string, timeoutMs: number): Promise<string | undefined> {
+  /**
+   * Sends `request` (with its line ending); resolves with the reply line (a
+   * RESP reply, with `resp`, in the plain dialect's words), or undefined when
+   * the connection closed or no reply came in time.
+   */
+  request(request: string, timeoutMs: number, { resp = false }: { resp?: boolean } = {}): Promise<string | undefined> {
     assert.equal(this.#waiter, undefined, "one request at a time");
     assert.equal(this.#buffer, "", "no reply without a request");
     if (this.#closed) return Promise.resolve(undefined);
-    this.socket.write(`${line}\n`);
+    this.socket.write(request);
     return new Promise((resolve) => {
       const finish = (reply: string | undefined): void => {
         clearTimeout(timer);
@@ -426,8 +473,12 @@ class LineConnection {
       };
       const timer = setTimeout(() => finish(undefined), timeoutMs);
       this.#waiter = () => {
+        const taken = resp ? takeRespReply(this.#buffer) : undefined;
         const end = this.#buffer.indexOf("\n");
-        if (end >= 0) {
+        if (taken !== undefined) {
+          this.#buffer = taken.rest;
+          finish(taken.reply);
+        } else if (!resp && end >= 0) {
           const reply = this.#buffer.slice(0, end).replace(/\r$/, "");
           this.#buffer = this.#buffer.slice(end + 1);
           finish(reply);
