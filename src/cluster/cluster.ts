@@ -991,7 +991,11 @@ class ClusterMember implements Cluster {
    */
   async #leave(conn: ZkConnection, partition: string, candidacy: Candidacy): Promise<void> {
     const znode = candidacy.znode;
-    if (znode === undefined) return;
+    if (znode === undefined) {
+      // No candidate of ours on record: a leader znode of ours may still exist.
+      await this.#retract(conn, partition);
+      return;
+    }
     const path = leaderPath(this.#layout, partition);
     const got = await conn.getData(path);
     this.#assertCurrent(conn);
