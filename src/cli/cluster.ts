@@ -22,7 +22,7 @@ Starts ZooKeeper (unless --zk is given) and a local cluster; Ctrl-C stops it.
   --data-dir <dir>   where node data, logs and ZooKeeper's data go (default ./data/cluster)
   --fresh            delete the data dir first (a new, empty cluster)`;
 
-/** Runs the local cluster until SIGINT/SIGTERM; resolves to the exit code. */
+/** Runs the local cluster until SIGINT/SIGTERM/SIGHUP; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const values = parseCommandFlags(argv, {
     name: "ringkv cluster",
@@ -56,6 +56,12 @@ export async function main(argv: string[]): Promise<number> {
   if (values.fresh) fs.rmSync(dataDir, { recursive: true, force: true });
   fs.mkdirSync(dataDir, { recursive: true });
 
+  // From here on a signal asks for a clean stop (nodes, then ZooKeeper): they
+  // run in their own process groups, so the terminal's Ctrl-C or hang-up
+  // reaches only this process, which must not die and leave them running.
+  const stopRequested = new Promise<void>((resolve) => {
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(signal, () => resolve());
+  });
   let zookeeper: ZooKeeperServer | undefined;
   let connect: string | undefined = values.zk;
   if (connect === undefined) {
@@ -99,10 +105,7 @@ ringkv is up: ${nodes} nodes, ${Object.keys(cluster.layout).length} partitions, 
 
 Ctrl-C stops the cluster (data stays in ${dataDir}; --fresh starts empty).`);
 
-  await new Promise<void>((resolve) => {
-    process.once("SIGINT", () => resolve());
-    process.once("SIGTERM", () => resolve());
-  });
+  await stopRequested;
   console.log("\nstopping the cluster ...");
   await cluster.stop();
   await zookeeper?.stop();

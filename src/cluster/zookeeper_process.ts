@@ -205,7 +205,10 @@ function spawnJava(configPath: string, logPath: string): JavaProcess {
     stdout: { file: logPath, append: true },
     stderr: { file: logPath, append: true },
     reject: false,
-    cleanup: true,
+    // Its own process group: a Ctrl-C in the terminal reaches only our
+    // process, which stops the nodes first and ZooKeeper last (the exit hook
+    // below kills it if we exit without stopping it).
+    detached: true,
   });
   const pid = subprocess.pid;
   if (pid === undefined) throw new Error("java did not start (is a JRE installed?)");

@@ -71,6 +71,20 @@ export interface LocalCluster {
   stop(): Promise<void>;
 }
 
+/** Node processes started by this process and still running: killed if we exit without stopping them. */
+const liveNodePids = new Set<number>();
+let nodeExitHookInstalled = false;
+
+function killLiveNodes(): void {
+  for (const pid of liveNodePids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
 /** The default layout: partition i on nodes i, i+1, ..., i+replicas-1 (mod n): any single node may die. */
 export function ringLayout(nodeIds: readonly string[], partitions: number, replicas: number): Record<string, string[]> {
   if (replicas > nodeIds.length) throw new RangeError(`${replicas} replicas need at least ${replicas} nodes`);
@@ -118,9 +132,18 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       ...(options.args ?? []),
     ];
     const log = { file: spec.logFile, append: true } as const;
-    const child = execa(process.execPath, args, { stdin: "ignore", stdout: log, stderr: log, reject: false, cleanup: true });
+    // Its own process group: a Ctrl-C in the terminal reaches only the
+    // process running the cluster, which stops the nodes in order.
+    const child = execa(process.execPath, args, { stdin: "ignore", stdout: log, stderr: log, reject: false, detached: true });
     processes.set(spec.id, child);
+    const pid = child.pid;
+    if (pid !== undefined) liveNodePids.add(pid);
+    if (!nodeExitHookInstalled) {
+      nodeExitHookInstalled = true;
+      process.on("exit", killLiveNodes);
+    }
     child.finally(() => {
+      if (pid !== undefined) liveNodePids.delete(pid);
       if (processes.get(spec.id) === child) processes.delete(spec.id);
     });
   }

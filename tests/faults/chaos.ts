@@ -83,6 +83,8 @@ export interface ChaosOptions {
    * linearizable). A run with faults should then be found NOT linearizable.
    */
   staleReads?: boolean;
+  /** The first SIGINT ends the chaos early and the run still checks what it recorded (see the nemesis's `interruptible`). */
+  interruptible?: boolean;
 }
 
 /** Counts of ops by outcome class. */
@@ -164,6 +166,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     replicas: options.replicas ?? 3,
     sessionTimeoutMs,
     args: ["--request-timeout", String(requestTimeoutMs)],
+    // An interruptible run handles SIGINT itself (the nemesis heals, the run checks, then stops the cluster).
+    handleSignals: options.interruptible !== true,
   });
   const dataDir = path.dirname(cluster.specs[0].logFile);
   const setupMs = performance.now() - origin;
@@ -183,6 +187,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       sessionTimeoutMs,
       origin,
       onEvent: (event) => log(`nemesis: ${formatNemesisEvent(event)}`),
+      interruptible: options.interruptible,
       ...options.schedule,
     });
     // ---- chaos: clients and nemesis together ----
@@ -205,7 +210,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     await nemesis.run({ until, maxFaults: options.maxFaults });
     // Fault-free tail: clients keep going on the healed cluster.
     const tailMs = options.tailMs ?? 2000;
-    const tailEnd = options.maxFaults !== undefined ? performance.now() + tailMs : Math.max(until, performance.now() + tailMs);
+    const tailEnd = options.maxFaults !== undefined || nemesis.interrupted ? performance.now() + tailMs : Math.max(until, performance.now() + tailMs);
     await sleep(Math.max(0, tailEnd - performance.now()));
     stopClients.stopped = true;
     await settleClients(clients, problems);
@@ -271,7 +276,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
   const summary = `chaos: ${counts.ops} operations (${counts.ok} ok, ${counts.failed} failed, ${counts.unknown} unknown), ` +
     `nemesis: ${nemesisCounts.kill} kills, ${nemesisCounts.pause} pauses, ${nemesisCounts.partition} partitions, ` +
     `verdict: ${verdictText}` + (problems.length > 0 ? `, ${problems.length} problems` : "") +
-    ` [seed ${seed}, ${(totalMs / 1000).toFixed(1)} s]`;
+    ` [seed ${seed}, ${(totalMs / 1000).toFixed(1)} s${nemesis?.interrupted === true ? ", interrupted by SIGINT" : ""}]`;
   log(
     `chaos: phases: setup ${Math.round(setupMs)} ms, chaos ${Math.round(chaosMs)} ms, final reads ${Math.round(finalMs)} ms, ` +
       `check ${Math.round(checkMs)} ms; longest time without a definite reply on one key: ${Math.round(longestGap.ms)} ms ` +

@@ -290,10 +290,13 @@ export interface NemesisEvent {
   atMs: number;
   /** Wall-clock time, ISO 8601. */
   time: string;
-  event: "plan" | "kill" | "restart" | "pause" | "resume" | "partition" | "heal" | "recovered" | "sweep" | "error";
+  event: "plan" | "kill" | "restart" | "pause" | "resume" | "partition" | "heal" | "recovered" | "sweep" | "interrupt" | "error";
   node?: string;
   detail?: string;
 }
+
+/** SIGINTs this close together are one Ctrl-C (the terminal's, and npm's forwarded copy). */
+const SAME_CTRL_C_MS = 1_000;
 
 /** Options for {@linkcode Nemesis}. */
 export interface NemesisOptions extends ScheduleOptions {
@@ -304,6 +307,12 @@ export interface NemesisOptions extends ScheduleOptions {
   onEvent?: (event: NemesisEvent) => void;
   /** Deadline for the cluster to recover after a heal. Defaults to {@linkcode DEFAULT_RECOVERY_TIMEOUT_MS}. */
   recoveryTimeoutMs?: number;
+  /**
+   * The first SIGINT ends the run early instead of exiting: heal, stop (see
+   * {@linkcode Nemesis.interrupted}), so the caller still checks what was
+   * recorded. A second one exits at once, rules removed.
+   */
+  interruptible?: boolean;
 }
 
 /** Options for {@linkcode Nemesis.run}. */
@@ -339,11 +348,22 @@ export class Nemesis {
   readonly #probeKeys = new Map<string, string>();
   #active: ActiveFault | undefined;
   #stopping = false;
+  #interrupted = false;
+  #interruptedAt: number | undefined;
   #wakeStop: (() => void) | undefined;
   readonly #onExit = (): void => this.#emergencyHeal();
   readonly #onSignal = (signal: NodeJS.Signals): void => {
+    // npm forwards the terminal's SIGINT to a script that got it already: one Ctrl-C.
+    if (signal === "SIGINT" && this.#interruptedAt !== undefined && performance.now() - this.#interruptedAt < SAME_CTRL_C_MS) return;
+    if (signal === "SIGINT" && this.#options.interruptible === true && !this.#stopping) {
+      this.#interrupted = true;
+      this.#interruptedAt = performance.now();
+      this.#record({ event: "interrupt", detail: "SIGINT: healing, then the final reads and the check (SIGINT again exits at once)" });
+      this.stop();
+      return;
+    }
     this.#emergencyHeal();
-    process.exit(signal === "SIGINT" ? 130 : 143);
+    process.exit(signal === "SIGINT" ? 130 : signal === "SIGHUP" ? 129 : 143);
   };
 
   /** Sweeps stale rules and arms the exit and signal hooks that remove this process's rules. */
@@ -364,6 +384,12 @@ export class Nemesis {
     process.on("exit", this.#onExit);
     process.on("SIGINT", this.#onSignal);
     process.on("SIGTERM", this.#onSignal);
+    process.on("SIGHUP", this.#onSignal);
+  }
+
+  /** True once a SIGINT ended the run early (with `interruptible`). */
+  get interrupted(): boolean {
+    return this.#interrupted;
   }
 
   /** Faults injected so far, by kind. */
@@ -432,6 +458,7 @@ export class Nemesis {
     process.off("exit", this.#onExit);
     process.off("SIGINT", this.#onSignal);
     process.off("SIGTERM", this.#onSignal);
+    process.off("SIGHUP", this.#onSignal);
   }
 
   /** Waits until every node answers and every partition serves reads through every node; records a problem on timeout. */

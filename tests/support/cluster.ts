@@ -23,6 +23,8 @@ export interface TestClusterOptions {
   replicas?: number;
   sessionTimeoutMs?: number;
   args?: string[];
+  /** ZooKeeper's launcher exits the process on SIGINT/SIGTERM after killing the server (default true); false leaves signals to the caller. */
+  handleSignals?: boolean;
 }
 
 /** A running test cluster. */
@@ -49,7 +51,7 @@ export interface TestCluster {
 export async function startTestCluster(options: TestClusterOptions = {}): Promise<TestCluster> {
   const count = options.nodes ?? 3;
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "ringkv-cluster-"));
-  const zk = await startZooKeeper();
+  const zk = await startZooKeeper({ handleSignals: options.handleSignals });
   const hosts = Array.from({ length: count }, (_, i) => `127.0.0.${11 + i}`);
   const basePort = await freePortRun(1, { hosts });
   let cluster: LocalCluster;
