@@ -80,6 +80,7 @@ export async function main(argv: string[]): Promise<number> {
     httpBasePort: httpBasePort === 0 ? undefined : httpBasePort,
     dataDir,
     sessionTimeoutMs: 2000,
+    handleSignals: false,
   });
   const leaders = await cluster.waitForLeaders({ timeoutMs: 60_000 });
   console.log("");

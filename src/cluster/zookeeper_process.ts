@@ -5,14 +5,15 @@
  * dir. Every cluster test in the project starts its ZooKeeper through here.
  *
  * Every server started here is SIGKILLed when the test process exits (even
- * a paused one), so no test leaves a ZooKeeper behind.
+ * a paused one; see src/process/owned.ts), so no test leaves a ZooKeeper behind.
  *
  * @module
  */
 
 import { freePort } from "../net/ports.ts";
+import { forget, killOnExit, removeOnExit } from "../process/owned.ts";
 import { execa, type ResultPromise } from "execa";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -70,49 +71,6 @@ export interface ZooKeeperServer {
 /** True when the ZooKeeper jar is installed, so tests can start a real server. */
 export function zooKeeperAvailable(): boolean {
   return existsSync(ZOOKEEPER_JAR);
-}
-
-/** PIDs of every live server this process started, killed on exit. */
-const livePids = new Set<number>();
-/** Temp dirs this module created, removed on exit. */
-const ownedDirs = new Set<string>();
-let exitHookInstalled = false;
-
-/** Synchronous cleanup: SIGKILL works on paused servers too; no waiting. */
-function killEverything(): void {
-  for (const pid of livePids) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // Already gone.
-    }
-  }
-  livePids.clear();
-  for (const dir of ownedDirs) {
-    try {
-      rmSync(dir, { recursive: true, force: true });
-    } catch {
-      // Best effort: a temp dir left behind is harmless.
-    }
-  }
-  ownedDirs.clear();
-}
-
-/** Exit codes for the signals we intercept (128 + signal number). */
-const SIGNAL_EXIT_CODES = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
-
-function installExitHook(handleSignals: boolean): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on("exit", killEverything);
-  if (!handleSignals) return;
-  // A signal kills Node without 'exit': clean up, then exit with the usual code.
-  for (const [signal, code] of Object.entries(SIGNAL_EXIT_CODES)) {
-    process.once(signal as NodeJS.Signals, () => {
-      killEverything();
-      process.exit(code);
-    });
-  }
 }
 
 /** Re-exported: tests ask for a free port where they ask for ZooKeeper. */
@@ -187,7 +145,7 @@ interface JavaProcess {
   hasExited(): boolean;
 }
 
-function spawnJava(configPath: string, logPath: string): JavaProcess {
+function spawnJava(configPath: string, logPath: string, handleSignals: boolean): JavaProcess {
   const classpath = [ZOOKEEPER_JAR, SLF4J_SIMPLE_JAR].filter((jar) => existsSync(jar)).join(":");
   const subprocess: ResultPromise = execa("java", [
     "-Xmx256m",
@@ -206,20 +164,20 @@ function spawnJava(configPath: string, logPath: string): JavaProcess {
     stderr: { file: logPath, append: true },
     reject: false,
     // Its own process group: a Ctrl-C in the terminal reaches only our
-    // process, which stops the nodes first and ZooKeeper last (the exit hook
-    // below kills it if we exit without stopping it).
+    // process, which stops the nodes first and ZooKeeper last (killOnExit
+    // covers the case where we exit without stopping it).
     detached: true,
   });
   const pid = subprocess.pid;
   if (pid === undefined) throw new Error("java did not start (is a JRE installed?)");
-  livePids.add(pid);
+  killOnExit(pid, { handleSignals });
   let done = false;
   const exited = subprocess.then(() => {
     done = true;
-    livePids.delete(pid);
+    forget(pid);
   }, () => {
     done = true;
-    livePids.delete(pid);
+    forget(pid);
   });
   return { pid, exited, hasExited: () => done };
 }
@@ -266,13 +224,13 @@ async function killAndWait(java: JavaProcess): Promise<void> {
  */
 export async function startZooKeeper(options: ZooKeeperOptions = {}): Promise<ZooKeeperServer> {
   if (!zooKeeperAvailable()) throw new Error(`ZooKeeper is not installed (${ZOOKEEPER_JAR} missing)`);
-  installExitHook(options.handleSignals ?? true);
+  const handleSignals = options.handleSignals ?? true;
   const tickTime = options.tickTime ?? 200;
   if (!Number.isInteger(tickTime) || tickTime < 10) throw new Error(`bad tickTime ${tickTime}`);
   let baseDir: string;
   if (options.dataDir === undefined) {
     baseDir = mkdtempSync(join(tmpdir(), "ringkv-zk-"));
-    ownedDirs.add(baseDir);
+    removeOnExit(baseDir, { handleSignals });
   } else {
     baseDir = options.dataDir;
     mkdirSync(baseDir, { recursive: true });
@@ -287,7 +245,7 @@ export async function startZooKeeper(options: ZooKeeperOptions = {}): Promise<Zo
   for (let attempt = 0; attempt < attempts; attempt += 1) {
     const port = options.port ?? await freePort();
     const configPath = writeConfig(baseDir, dataDir, port, tickTime);
-    const java = spawnJava(configPath, logPath);
+    const java = spawnJava(configPath, logPath, handleSignals);
     try {
       await waitUntilServing(java, port, logPath);
     } catch (error) {
@@ -295,12 +253,15 @@ export async function startZooKeeper(options: ZooKeeperOptions = {}): Promise<Zo
       await killAndWait(java);
       continue;
     }
-    return makeServer(java, port, dataDir, configPath, logPath);
+    return makeServer(java, { port, dataDir, configPath, logPath, handleSignals });
   }
   throw lastError ?? new Error("ZooKeeper did not start");
 }
 
-function makeServer(first: JavaProcess, port: number, dataDir: string, configPath: string, logPath: string): ZooKeeperServer {
+function makeServer(
+  first: JavaProcess,
+  { port, dataDir, configPath, logPath, handleSignals }: { port: number; dataDir: string; configPath: string; logPath: string; handleSignals: boolean },
+): ZooKeeperServer {
   let java = first;
   return {
     connect: `127.0.0.1:${port}`,
@@ -314,7 +275,7 @@ function makeServer(first: JavaProcess, port: number, dataDir: string, configPat
     },
     async restart() {
       await killAndWait(java);
-      java = spawnJava(configPath, logPath);
+      java = spawnJava(configPath, logPath, handleSignals);
       try {
         await waitUntilServing(java, port, logPath);
       } catch (error) {

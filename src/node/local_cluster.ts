@@ -10,6 +10,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { execa, type ResultPromise } from "execa";
+import { forget, killOnExit } from "../process/owned.ts";
 
 /** One node's place in the local cluster. */
 export interface LocalNodeSpec {
@@ -49,6 +50,12 @@ export interface LocalClusterOptions {
   args?: string[];
   /** Where `dist/src/cli/main.js` is. Defaults to this build's. */
   mainScript?: string;
+  /**
+   * The nodes run in their own process groups and are killed if this process
+   * exits; true (default): also on SIGINT/SIGTERM/SIGHUP, then exit. False:
+   * the caller handles signals and stops the cluster (`ringkv cluster`).
+   */
+  handleSignals?: boolean;
 }
 
 /** A running local cluster. */
@@ -69,20 +76,6 @@ export interface LocalCluster {
   waitForLeaders(options?: { timeoutMs?: number }): Promise<Record<string, string>>;
   /** Stops every node (SIGTERM, then SIGKILL after a grace period). */
   stop(): Promise<void>;
-}
-
-/** Node processes started by this process and still running: killed if we exit without stopping them. */
-const liveNodePids = new Set<number>();
-let nodeExitHookInstalled = false;
-
-function killLiveNodes(): void {
-  for (const pid of liveNodePids) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // Already gone.
-    }
-  }
 }
 
 /** The default layout: partition i on nodes i, i+1, ..., i+replicas-1 (mod n): any single node may die. */
@@ -137,13 +130,9 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     const child = execa(process.execPath, args, { stdin: "ignore", stdout: log, stderr: log, reject: false, detached: true });
     processes.set(spec.id, child);
     const pid = child.pid;
-    if (pid !== undefined) liveNodePids.add(pid);
-    if (!nodeExitHookInstalled) {
-      nodeExitHookInstalled = true;
-      process.on("exit", killLiveNodes);
-    }
+    if (pid !== undefined) killOnExit(pid, { handleSignals: options.handleSignals });
     child.finally(() => {
-      if (pid !== undefined) liveNodePids.delete(pid);
+      if (pid !== undefined) forget(pid);
       if (processes.get(spec.id) === child) processes.delete(spec.id);
     });
   }
@@ -294,7 +283,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   if (connect === undefined) {
     const zk = await import("../cluster/zookeeper_process.ts");
     if (!zk.zooKeeperAvailable()) throw new Error("ZooKeeper is not installed (apt-get install zookeeper), and no ZooKeeper address was given");
-    zookeeper = await zk.startZooKeeper({ dataDir: path.join(options.dataDir, "zookeeper"), tickTime: 200 });
+    zookeeper = await zk.startZooKeeper({ dataDir: path.join(options.dataDir, "zookeeper"), tickTime: 200, handleSignals: options.handleSignals });
     connect = zookeeper.connect;
   }
   let cluster: LocalCluster | undefined;

@@ -34,10 +34,10 @@ import {
 } from "./record.ts";
 import type { DecodedRecord, EncodeRecordsOptions } from "./record.ts";
 import {
+  captureState,
   fsyncDirectory,
   loadSnapshot,
   parseSnapshotFileName,
-  captureState,
   serializeSnapshot,
   serializeSnapshotInSlices,
   snapshotFileName,

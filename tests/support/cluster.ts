@@ -23,7 +23,7 @@ export interface TestClusterOptions {
   replicas?: number;
   sessionTimeoutMs?: number;
   args?: string[];
-  /** ZooKeeper's launcher exits the process on SIGINT/SIGTERM after killing the server (default true); false leaves signals to the caller. */
+  /** On SIGINT/SIGTERM/SIGHUP kill ZooKeeper and the nodes, then exit (default true); false leaves signals to the caller. */
   handleSignals?: boolean;
 }
 
@@ -67,6 +67,7 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
       sessionTimeoutMs: options.sessionTimeoutMs ?? 2000,
       secret: "test-secret",
       args: options.args,
+      handleSignals: options.handleSignals,
     });
     await cluster.waitForLeaders({ timeoutMs: 30_000 });
   } catch (error) {
