@@ -452,7 +452,8 @@ export class ReplicatedPartition implements PartitionHandle {
   }
 
   private maybeSnapshot(): void {
-    if (this.snapshotting || this.log.entriesSinceSnapshot < this.options.snapshotEvery) return;
+    // A closing log takes no snapshot (it would throw): the log replays on the next start.
+    if (this.closed || this.snapshotting || this.log.entriesSinceSnapshot < this.options.snapshotEvery) return;
     if (this.store.appliedIndex === 0) return;
     this.snapshotting = true;
     const index = this.store.appliedIndex;

@@ -117,7 +117,8 @@ class StandalonePartition implements PartitionHandle {
   }
 
   private maybeSnapshot(): void {
-    if (this.snapshotting || this.log.entriesSinceSnapshot < this.options.snapshotEvery) return;
+    // A closing log takes no snapshot (it would throw): the log replays on the next start.
+    if (this.closed || this.snapshotting || this.log.entriesSinceSnapshot < this.options.snapshotEvery) return;
     this.snapshotting = true;
     const index = this.store.appliedIndex;
     this.log.writeSnapshot(index, this.store.appliedEpoch, this.store.data).then(
