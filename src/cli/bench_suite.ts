@@ -79,8 +79,8 @@ export interface Shape {
 }
 
 /** The sections the suite can run. */
-export type Section = "standalone" | "memory" | "etcd" | "cluster" | "handover";
-const ALL_SECTIONS: readonly Section[] = ["standalone", "memory", "etcd", "cluster", "handover"];
+export type Section = "standalone" | "ceiling" | "memory" | "etcd" | "cluster" | "handover";
+const ALL_SECTIONS: readonly Section[] = ["standalone", "ceiling", "memory", "etcd", "cluster", "handover"];
 
 /** What one measured run reports (a {@linkcode BenchResult} or the etcd HTTP client's equivalent). */
 export interface Measurement {
@@ -128,6 +128,8 @@ export interface SuiteReport {
   durationS: number;
   warmupS: number;
   standalone?: { rows: ComparisonRow[]; ringkvFailure?: string; redisFailure?: string };
+  /** ringkv against the Node.js ceiling server: what any Node server could reach here. */
+  ceiling?: { rows: ComparisonRow[]; ringkvFailure?: string; ceilingFailure?: string };
   memory?: { ringkv: MemoryReport; redis: MemoryReport };
   cluster?: { rows: ComparisonRow[]; ringkvFailure?: string; etcdFailure?: string; etcdLeader?: string };
   /** Planned restarts (graceful handover) under load: the rolling-restart drill. */
@@ -495,26 +497,59 @@ async function preloadSide(context: Context, side: Side): Promise<void> {
   if (loaded.failure !== undefined) side.failure = `preload: ${loaded.failure}`;
 }
 
+/** What {@linkcode compareSection} measured. */
+interface Comparison {
+  rows: ComparisonRow[];
+  ringkvFailure?: string;
+  otherFailure?: string;
+}
+
 /**
- * Every server up at once (idle ones cost nothing), cells alternating
- * ringkv, Redis, ringkv, … so background load that drifts during the run
- * hits both sides alike.
+ * ringkv's standalone node against another server, PUT then GET at each
+ * shape. Every server up at once (idle ones cost nothing), cells
+ * alternating ringkv, other, ringkv, … so background load that drifts
+ * during the run hits both sides alike.
  */
-async function standaloneSection(
+async function compareSection(
   context: Context,
-  skipRingkv: boolean,
-): Promise<NonNullable<SuiteReport["standalone"]>> {
+  shapes: readonly Shape[],
+  options: { skipRingkv: boolean; other: Side },
+): Promise<Comparison> {
   const rows: ComparisonRow[] = [
-    ...STANDALONE_SHAPES.map((shape) => ({ workload: "durable PUT", shape })),
-    ...STANDALONE_SHAPES.map((shape) => ({ workload: "GET (preloaded)", shape })),
+    ...shapes.map((shape) => ({ workload: "durable PUT", shape })),
+    ...shapes.map((shape) => ({ workload: "GET (preloaded)", shape })),
   ];
-  const ringkv: Side = skipRingkv
+  const other = options.other;
+  const ringkv: Side = options.skipRingkv
     ? { label: "ringkv", failure: "skipped (--skip-ringkv)" }
     : await startSide("ringkv", async () => {
       // GETs go to the same fsync-always node: reads do not fsync, and it is the node users run.
       const node = await startRingkvNode(context, makeDir(context, "ringkv-standalone"), { fsync: "always" });
       return { durable: node, reads: node };
     }, context.log);
+  try {
+    for (const [i, shape] of shapes.entries()) {
+      rows[i].ringkv = await cell(context, ringkv, ringkv.durable, shape, "put");
+      rows[i].other = await cell(context, other, other.durable, shape, "put");
+    }
+    await preloadSide(context, ringkv);
+    await preloadSide(context, other);
+    for (const [i, shape] of shapes.entries()) {
+      const row = rows[shapes.length + i];
+      row.ringkv = await cell(context, ringkv, ringkv.reads, shape, "get");
+      row.other = await cell(context, other, other.reads, shape, "get");
+    }
+  } finally {
+    const servers = new Set([ringkv.durable, ringkv.reads, other.durable, other.reads]);
+    await Promise.all([...servers].map((server) => server?.process.stop()));
+  }
+  return { rows, ringkvFailure: ringkv.failure, otherFailure: other.failure };
+}
+
+async function standaloneSection(
+  context: Context,
+  skipRingkv: boolean,
+): Promise<NonNullable<SuiteReport["standalone"]>> {
   const redis = await startSide("redis", async () => {
     const durable = await startRedis(makeDir(context, "redis-durable"), true);
     try {
@@ -524,23 +559,42 @@ async function standaloneSection(
       throw error;
     }
   }, context.log);
+  const compared = await compareSection(context, STANDALONE_SHAPES, { skipRingkv, other: redis });
+  return { rows: compared.rows, ringkvFailure: compared.ringkvFailure, redisFailure: compared.otherFailure };
+}
+
+/** The ceiling shapes: the standalone targets' shape, and the replicated target's in-flight count. */
+export const CEILING_SHAPES: readonly Shape[] = [
+  { connections: 8, pipeline: 32 },
+  { connections: 64, pipeline: 1 },
+];
+
+/** The Node.js ceiling server (bench/ceiling_server.ts), next to this file once built. */
+const CEILING_SERVER_JS = fileURLToPath(new URL("../../bench/ceiling_server.js", import.meta.url));
+
+async function startCeiling(context: Context): Promise<Server> {
+  const port = await freePort();
+  const log = path.join(makeDir(context, "ceiling"), "ceiling.log");
+  const managed = ManagedProcess.start(process.execPath, [CEILING_SERVER_JS, "--port", String(port), "--log", log], {
+    name: "Node ceiling server",
+  });
   try {
-    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
-      rows[i].ringkv = await cell(context, ringkv, ringkv.durable, shape, "put");
-      rows[i].other = await cell(context, redis, redis.durable, shape, "put");
-    }
-    await preloadSide(context, ringkv);
-    await preloadSide(context, redis);
-    for (const [i, shape] of STANDALONE_SHAPES.entries()) {
-      const row = rows[STANDALONE_SHAPES.length + i];
-      row.ringkv = await cell(context, ringkv, ringkv.reads, shape, "get");
-      row.other = await cell(context, redis, redis.reads, shape, "get");
-    }
-  } finally {
-    const servers = new Set([ringkv.durable, ringkv.reads, redis.durable, redis.reads]);
-    await Promise.all([...servers].map((server) => server?.process.stop()));
+    await waitForPort(port, managed);
+  } catch (error) {
+    await managed.stop();
+    throw error;
   }
-  return { rows, ringkvFailure: ringkv.failure, redisFailure: redis.failure };
+  return { port, process: managed };
+}
+
+/** ringkv against the least a Node.js server can do (see bench/ceiling_server.ts). */
+async function ceilingSection(context: Context, skipRingkv: boolean): Promise<NonNullable<SuiteReport["ceiling"]>> {
+  const ceiling = await startSide("ceiling", async () => {
+    const server = await startCeiling(context);
+    return { durable: server, reads: server };
+  }, context.log);
+  const compared = await compareSection(context, CEILING_SHAPES, { skipRingkv, other: ceiling });
+  return { rows: compared.rows, ringkvFailure: compared.ringkvFailure, ceilingFailure: compared.otherFailure };
 }
 
 // ---------------------------------------------------------------------------
@@ -1195,6 +1249,7 @@ export function renderMarkdown(report: SuiteReport): string {
       "",
     );
   }
+  if (report.ceiling !== undefined) lines.push(...ceilingLines(report));
   if (report.memory !== undefined) {
     const { ringkv, redis } = report.memory;
     const cell = (r: MemoryReport, value: (r: MemoryReport) => string | undefined): string =>
@@ -1252,6 +1307,56 @@ export function renderMarkdown(report: SuiteReport): string {
   }
   if (report.handover !== undefined) lines.push(...handoverLines(report.handover));
   return lines.join("\n");
+}
+
+/** The ceiling table, and what the throughput targets ask next to what the ceiling reached. */
+function ceilingLines(report: SuiteReport): string[] {
+  const c = report.ceiling!;
+  const lines = [
+    "### Node.js ceiling: ringkv vs the least a Node server can do",
+    "",
+    "| workload | C×P | ringkv ops/s | ringkv p50 / p99 / p999 | ceiling ops/s | ceiling p50 / p99 / p999 | ringkv ÷ ceiling |",
+    "|---|---|--:|--:|--:|--:|--:|",
+  ];
+  for (const row of c.rows) {
+    lines.push(
+      `| ${row.workload} | ${shapeLabel(row.shape)} | ${opsCell(row.ringkv)} | ${latencyCell(row.ringkv)} | ` +
+        `${opsCell(row.other)} | ${latencyCell(row.other)} | ${ratioCell(row)} |`,
+    );
+  }
+  const find = (rows: ComparisonRow[] | undefined, workload: string, shape: Shape) =>
+    rows?.find((row) => row.workload === workload && row.shape.connections === shape.connections && row.shape.pipeline === shape.pipeline);
+  const ops = (m: Measurement | undefined) => (m === undefined || m.failure !== undefined ? undefined : m.opsPerSec);
+  const wide = { connections: 8, pipeline: 32 };
+  const narrow = { connections: 64, pipeline: 1 };
+  const reach = (target: string, needed: number | undefined, reached: number | undefined, what: string) =>
+    needed === undefined || reached === undefined
+      ? []
+      : [`- ${target} needs ${Math.round(needed).toLocaleString("en-US")} ops/s; the ceiling ${what} ` +
+        `${Math.round(reached).toLocaleString("en-US")} (${(reached / needed).toFixed(2)}× of it)`];
+  const redisPut = ops(find(report.standalone?.rows, "durable PUT", wide)?.other);
+  const redisGet = ops(find(report.standalone?.rows, "GET (preloaded)", wide)?.other);
+  const etcdPut = ops(find(report.cluster?.rows, "replicated durable PUT", narrow)?.other);
+  lines.push(
+    "",
+    "The ceiling server (`bench/ceiling_server.ts`) answers RESP GET and SET with no checks and no objects per " +
+      "request, keeps a Map, and appends the SETs of each event-loop turn to an `O_DSYNC` file in one thread-pool " +
+      "write before it replies (the same group commit as ringkv, which measured faster here than a blocking write). " +
+      "It is unsafe by design (no CRC, no validation, reads see writes before they are durable) and does far less " +
+      "per request than any real store, so its numbers are about the most a Node.js server reaches on this machine.",
+    "",
+    ...reach("durable PUT at 8×32 ≥ 1× Redis", redisPut, ops(find(c.rows, "durable PUT", wide)?.other), "reached"),
+    ...reach("GET at 8×32 ≥ 0.8× Redis", redisGet === undefined ? undefined : 0.8 * redisGet, ops(find(c.rows, "GET (preloaded)", wide)?.other), "reached"),
+    ...reach(
+      "replicated PUT at 64 in flight ≥ 10× etcd",
+      etcdPut === undefined ? undefined : 10 * etcdPut,
+      ops(find(c.rows, "durable PUT", narrow)?.other),
+      "reached, standalone, with no replication,",
+    ),
+    ...failureLines({ "ringkv": c.ringkvFailure, "ceiling": c.ceilingFailure }),
+    "",
+  );
+  return lines;
 }
 
 /** Target of the write unavailability during a planned restart. */
@@ -1359,7 +1464,7 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteReport>
     durationS: options.durationS ?? 5,
     warmupS: options.warmupS ?? 1,
   };
-  const sections = new Set(options.sections ?? ["standalone", "memory", "etcd", ...(options.cluster ? ["cluster" as const, "handover" as const] : [])]);
+  const sections = new Set(options.sections ?? ["standalone", "ceiling", "memory", "etcd", ...(options.cluster ? ["cluster" as const, "handover" as const] : [])]);
   const skipRingkv = options.skipRingkv ?? false;
   const report: SuiteReport = {
     startedAt: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
@@ -1373,6 +1478,7 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteReport>
       throw new Error(`${context.mainJs} not found: build first (npm run build) or pass --skip-ringkv`);
     }
     if (sections.has("standalone")) report.standalone = await standaloneSection(context, skipRingkv);
+    if (sections.has("ceiling")) report.ceiling = await ceilingSection(context, skipRingkv);
     if (sections.has("memory")) report.memory = await memorySection(context, options.keys ?? 1_000_000, skipRingkv);
     if (sections.has("etcd") || sections.has("cluster")) {
       report.cluster = await clusterSection(context, sections.has("cluster") && !skipRingkv, {
@@ -1396,9 +1502,11 @@ async function stopAll(): Promise<void> {
 /** True when a section measured something wrong: a server that would not start, a failed run, error replies. */
 export function hasFailures(report: SuiteReport, skipRingkv: boolean): boolean {
   const bad = (m: Measurement | undefined) => m !== undefined && (m.failure !== undefined || m.errors > 0);
-  const rows = [...(report.standalone?.rows ?? []), ...(report.cluster?.rows ?? [])];
+  const rows = [...(report.standalone?.rows ?? []), ...(report.ceiling?.rows ?? []), ...(report.cluster?.rows ?? [])];
   if (rows.some((row) => bad(row.ringkv) || bad(row.other))) return true;
   if (report.standalone?.redisFailure !== undefined || report.cluster?.etcdFailure !== undefined) return true;
+  if (report.ceiling?.ceilingFailure !== undefined) return true;
+  if (!skipRingkv && report.ceiling?.ringkvFailure !== undefined) return true;
   const clusterFailure = report.cluster?.ringkvFailure;
   if (!skipRingkv && clusterFailure !== undefined && !clusterFailure.startsWith("not run")) return true;
   if (!skipRingkv && report.standalone?.ringkvFailure !== undefined) return true;
@@ -1413,14 +1521,16 @@ export function hasFailures(report: SuiteReport, skipRingkv: boolean): boolean {
 export const SUITE_USAGE = `usage: ringkv bench-suite [flags]        (npm run bench)
 
 Starts a standalone ringkv node, Redis (appendfsync always, and without
-persistence) and a 3-member etcd on loopback, drives them with the same
-shapes, and prints a Markdown table.
+persistence), the Node.js ceiling server (bench/ceiling_server.ts) and a
+3-member etcd on loopback, drives them with the same shapes, and prints a
+Markdown table.
 
   --duration S        measured seconds per cell (5)
   --warmup S          warmup seconds per cell (1)
   --keys N            keys for the memory/restart section (1000000)
-  --only LIST         comma list of sections: standalone,memory,etcd,cluster,handover
-                      (default: standalone,memory,etcd; cluster,handover with --cluster)
+  --only LIST         comma list of sections: standalone,ceiling,memory,etcd,
+                      cluster,handover (default: standalone,ceiling,memory,etcd;
+                      cluster,handover with --cluster)
   --cluster           also drive \`ringkv cluster\` (3 replicas) against etcd, and
                       measure planned restarts (the rolling-restart drill)
   --zk CONNECT        ZooKeeper connect string for \`ringkv cluster\`

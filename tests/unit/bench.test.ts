@@ -15,7 +15,16 @@ import {
   RespReplyParser,
   encodeKey,
 } from "../../src/cli/bench.ts";
-import { DOCS_BEGIN, DOCS_END, parseSuiteArgs, replaceMarkedSection } from "../../src/cli/bench_suite.ts";
+import {
+  type ComparisonRow,
+  DOCS_BEGIN,
+  DOCS_END,
+  type Measurement,
+  parseSuiteArgs,
+  renderMarkdown,
+  replaceMarkedSection,
+  type SuiteReport,
+} from "../../src/cli/bench_suite.ts";
 
 type Seen = [ReplyKind, string | undefined];
 
@@ -230,6 +239,7 @@ keys("bench main returns 2 on bad flags without connecting", async () => {
 
 keys("suite flags: sections are checked", () => {
   assert.equal(parseSuiteArgs(["--only", "memory,etcd"]).options.sections, ["memory", "etcd"]);
+  assert.equal(parseSuiteArgs(["--only", "ceiling"]).options.sections, ["ceiling"]);
   assert.throws(() => parseSuiteArgs(["--only", "memory,disk"]));
   assert.throws(() => parseSuiteArgs(["--duration", "0"]));
   assert.equal(parseSuiteArgs(["--cluster-arg=--a", "--cluster-arg=--b=1"]).options.clusterArgs, ["--a", "--b=1"]);
@@ -241,6 +251,51 @@ keys("the docs section between the markers is replaced, the rest kept", () => {
   assert.is(next, `# Perf\n\nprose\n\n${DOCS_BEGIN}\nnew table\n${DOCS_END}\n\nmore prose\n`);
   assert.is(replaceMarkedSection(next, "new table"), next);
   assert.throws(() => replaceMarkedSection("# no markers\n", "x"));
+});
+
+/** A measurement of `opsPerSec`, for rendering. */
+function measured(opsPerSec: number): Measurement {
+  return {
+    ops: opsPerSec * 5,
+    opsPerSec,
+    errors: 0,
+    errorSamples: [],
+    misses: 0,
+    latencyMs: { p50: 0.5, p99: 1, p999: 2, max: 3, mean: 0.6 },
+    clientCpu: 0.5,
+  };
+}
+
+function row(workload: string, connections: number, pipeline: number, ringkv: number, other: number): ComparisonRow {
+  return { workload, shape: { connections, pipeline }, ringkv: measured(ringkv), other: measured(other) };
+}
+
+keys("the ceiling section: its table, and what each throughput target needs next to what the ceiling reached", () => {
+  const report: SuiteReport = {
+    startedAt: "2026-12-05T00:00:00Z",
+    machine: { cpus: 2, cpuModel: "test", node: "v20", redis: "7", etcd: "3", kernel: "linux", dataFilesystem: "ext4", loadAverage: "0" },
+    durationS: 5,
+    warmupS: 1,
+    standalone: { rows: [row("durable PUT", 8, 32, 250_000, 500_000), row("GET (preloaded)", 8, 32, 700_000, 2_000_000)] },
+    ceiling: {
+      rows: [
+        row("durable PUT", 8, 32, 250_000, 450_000),
+        row("durable PUT", 64, 1, 60_000, 100_000),
+        row("GET (preloaded)", 8, 32, 700_000, 800_000),
+      ],
+    },
+    cluster: { rows: [row("replicated durable PUT", 64, 1, 20_000, 11_000)] },
+  };
+  const text = renderMarkdown(report);
+  assert.match(text, "### Node.js ceiling");
+  assert.match(text, "| durable PUT | 8×32 | 250,000 | 0.500 / 1.00 / 2.00 | 450,000 | 0.500 / 1.00 / 2.00 | 0.56× |");
+  assert.match(text, "durable PUT at 8×32 ≥ 1× Redis needs 500,000 ops/s; the ceiling reached 450,000 (0.90× of it)");
+  assert.match(text, "GET at 8×32 ≥ 0.8× Redis needs 1,600,000 ops/s; the ceiling reached 800,000 (0.50× of it)");
+  assert.match(text, "≥ 10× etcd needs 110,000 ops/s; the ceiling reached, standalone, with no replication, 100,000 (0.91× of it)");
+  // Without the other sections there is nothing to set the ceiling against.
+  const alone = renderMarkdown({ ...report, standalone: undefined, cluster: undefined });
+  assert.match(alone, "### Node.js ceiling");
+  assert.not.match(alone, "needs");
 });
 
 keys.run();
