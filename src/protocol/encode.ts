@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { ErrorCode, Reply, Request } from "./types.ts";
+import type { Dialect, ErrorCode, Reply, Request } from "./types.ts";
 
 /** The answer to HELP: one line listing the commands. */
 export const HELP_TEXT: string = "commands: PUT/SET <key> <value> | GET <key> | DELETE/DEL <key> | " +
@@ -19,6 +19,8 @@ export const LINE_BREAK_IN_VALUE_MESSAGE = "value contains a line break; read it
 
 const LF = 0x0a;
 const CR = 0x0d;
+const DOLLAR = 0x24;
+const DIGIT_0 = 0x30;
 
 // Constant replies, encoded once. Callers only write them to sockets.
 const LINE_OK = Buffer.from("OK\n");
@@ -35,7 +37,6 @@ const RESP_PONG = Buffer.from("+PONG\r\n");
 const RESP_NULL = Buffer.from("$-1\r\n");
 const RESP_ZERO = Buffer.from(":0\r\n");
 const RESP_ONE = Buffer.from(":1\r\n");
-const CRLF = Buffer.from("\r\n");
 
 /**
  * Encodes `reply` in the dialect of `request` (the command matters too: RESP
@@ -57,6 +58,73 @@ export function encodeReply(reply: Reply, request: Request): Buffer {
   }
 }
 
+/** A reply and the request it answers (the dialect and command matter). */
+export interface ReplyItem {
+  reply: Reply;
+  request: Request;
+}
+
+/**
+ * Encodes a run of replies into ONE buffer: exactly the bytes of
+ * `Buffer.concat(items.map(({ reply, request }) => encodeReply(reply, request)))`,
+ * but value replies in RESP and plain lines (the bulk of a pipelined GET
+ * load) are written straight into it instead of into a buffer of their own
+ * that is then copied again.
+ */
+export function encodeReplies(items: readonly ReplyItem[]): Buffer {
+  // Pass 1: sizes. Replies without a fast path are encoded here, once.
+  const encoded: (Buffer | undefined)[] = new Array(items.length);
+  let size = 0;
+  for (let i = 0; i < items.length; i++) {
+    const { reply, request } = items[i];
+    const direct = reply.type === "value" ? directValueSize(reply.value, request.dialect) : 0;
+    if (direct > 0) {
+      size += direct;
+    } else {
+      const bytes = encodeReply(reply, request);
+      encoded[i] = bytes;
+      size += bytes.length;
+    }
+  }
+  // Pass 2: bytes.
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (let i = 0; i < items.length; i++) {
+    const bytes = encoded[i];
+    if (bytes !== undefined) {
+      out.set(bytes, at);
+      at += bytes.length;
+      continue;
+    }
+    const { reply, request } = items[i];
+    const value = (reply as { value: Buffer }).value;
+    at = request.dialect === "resp" ? writeBulk(out, at, value) : writeLineValue(out, at, value);
+  }
+  assert(at === size, `encoded ${at} bytes of ${size}`);
+  return out;
+}
+
+/**
+ * Size of a value reply written straight into the output, or 0 when it
+ * takes the general path (JSON; a plain-line value holding a line break).
+ */
+function directValueSize(value: Buffer, dialect: Dialect): number {
+  if (dialect === "resp") return bulkSize(value.length);
+  if (dialect === "line" && value.indexOf(LF) === -1 && value.indexOf(CR) === -1) {
+    return LINE_VALUE_PREFIX.length + value.length + 1;
+  }
+  return 0;
+}
+
+/** `VALUE <value>\n` at `at`; returns the end. */
+function writeLineValue(out: Buffer, at: number, value: Buffer): number {
+  out.set(LINE_VALUE_PREFIX, at);
+  out.set(value, at + LINE_VALUE_PREFIX.length);
+  const end = at + LINE_VALUE_PREFIX.length + value.length;
+  out[end] = LF;
+  return end + 1;
+}
+
 /** `text` on one line: "\r" and "\n" become spaces. */
 function oneLine(text: string): string {
   return /[\r\n]/.test(text) ? text.replace(/[\r\n]/g, " ") : text;
@@ -71,14 +139,10 @@ function encodeLine(reply: Reply): Buffer {
     case "ok":
       return LINE_OK;
     case "value": {
-      const value = reply.value;
-      if (value.indexOf(LF) !== -1 || value.indexOf(CR) !== -1) {
-        return Buffer.from(errorLine("BAD_REQUEST", LINE_BREAK_IN_VALUE_MESSAGE) + "\n");
-      }
-      const out = Buffer.allocUnsafe(LINE_VALUE_PREFIX.length + value.length + 1);
-      LINE_VALUE_PREFIX.copy(out, 0);
-      value.copy(out, LINE_VALUE_PREFIX.length);
-      out[out.length - 1] = LF;
+      const size = directValueSize(reply.value, "line");
+      if (size === 0) return Buffer.from(errorLine("BAD_REQUEST", LINE_BREAK_IN_VALUE_MESSAGE) + "\n");
+      const out = Buffer.allocUnsafe(size);
+      writeLineValue(out, 0, reply.value);
       return out;
     }
     case "not_found":
@@ -176,12 +240,39 @@ function encodeResp(reply: Reply, request: Request): Buffer {
 
 /** A RESP bulk string: `$<len>\r\n<bytes>\r\n`. */
 function bulk(bytes: Buffer): Buffer {
-  const header = `$${bytes.length}\r\n`;
-  const out = Buffer.allocUnsafe(header.length + bytes.length + 2);
-  out.write(header, 0, "latin1");
-  bytes.copy(out, header.length);
-  CRLF.copy(out, header.length + bytes.length);
+  const out = Buffer.allocUnsafe(bulkSize(bytes.length));
+  writeBulk(out, 0, bytes);
   return out;
+}
+
+/** Bytes of a RESP bulk string of `length` bytes. */
+function bulkSize(length: number): number {
+  return 1 + decimalDigits(length) + 2 + length + 2;
+}
+
+/** A bulk string of `bytes` at `at` (room for {@linkcode bulkSize} bytes); returns the end. */
+function writeBulk(out: Buffer, at: number, bytes: Buffer): number {
+  out[at] = DOLLAR;
+  let end = at + 1 + decimalDigits(bytes.length);
+  // The length's digits, written backwards from their last.
+  for (let n = bytes.length, k = end - 1; k > at; k--, n = Math.floor(n / 10)) out[k] = DIGIT_0 + (n % 10);
+  out[end++] = CR;
+  out[end++] = LF;
+  out.set(bytes, end);
+  end += bytes.length;
+  out[end++] = CR;
+  out[end++] = LF;
+  return end;
+}
+
+/** Digits of a non-negative integer in decimal. */
+function decimalDigits(n: number): number {
+  let digits = 1;
+  while (n >= 10) {
+    n = Math.floor(n / 10);
+    digits++;
+  }
+  return digits;
 }
 
 function integer(value: number): number {

@@ -19,4 +19,4 @@ export {
   validateKey,
 } from "./parse.ts";
 export type { ParseOptions } from "./parse.ts";
-export { encodeReply, HELP_TEXT, LINE_BREAK_IN_VALUE_MESSAGE } from "./encode.ts";
+export { encodeReplies, encodeReply, HELP_TEXT, LINE_BREAK_IN_VALUE_MESSAGE, type ReplyItem } from "./encode.ts";

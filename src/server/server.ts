@@ -8,7 +8,7 @@
 import net from "node:net";
 import { Framer, type Frame } from "../protocol/framer.ts";
 import { parseFrame } from "../protocol/parse.ts";
-import { encodeReply } from "../protocol/encode.ts";
+import { encodeReplies, encodeReply, type ReplyItem } from "../protocol/encode.ts";
 import type { Dialect, Reply, Request } from "../protocol/types.ts";
 import type { Logger } from "../log/log.ts";
 
@@ -309,12 +309,12 @@ class Connection {
     this.flushScheduled = false;
     this.unflushed = 0;
     if (this.socket.destroyed) return;
-    const chunks: Buffer[] = [];
+    const ready: ReplyItem[] = [];
     let quit = false;
     while (this.head < this.queue.length) {
       const slot = this.queue[this.head];
       if (slot.reply === undefined) break;
-      chunks.push(encodeReply(slot.reply, slot.request));
+      ready.push({ reply: slot.reply, request: slot.request });
       this.queue[this.head] = undefined as unknown as Slot;
       this.head++;
       if (slot.request.command === "QUIT") {
@@ -329,9 +329,7 @@ class Connection {
       this.queue.splice(0, this.head);
       this.head = 0;
     }
-    if (chunks.length > 0) {
-      this.socket.write(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
-    }
+    if (ready.length > 0) this.socket.write(encodeReplies(ready));
     if (quit) {
       this.finish();
       return;

@@ -4,7 +4,7 @@
 
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { encodeReply, HELP_TEXT } from "../../src/protocol/encode.ts";
+import { encodeReplies, encodeReply, HELP_TEXT, type ReplyItem } from "../../src/protocol/encode.ts";
 import type { Dialect, Reply, Request } from "../../src/protocol/types.ts";
 
 function get(dialect: Dialect): Request {
@@ -142,6 +142,52 @@ test("HELP_TEXT is one line naming every client command", () => {
   assert.not.match(HELP_TEXT, /[\r\n]/);
   for (const word of ["PUT", "SET", "GET", "DELETE", "DEL", "EXISTS", "PING", "INFO", "RING", "READONLY", "READWRITE", "HELP", "QUIT"]) {
     assert.match(HELP_TEXT, new RegExp(`\\b${word}\\b`));
+  }
+});
+
+// ------------------------------------------------------------------ runs of replies
+
+test("encodeReplies: the same bytes as encoding each reply and concatenating, in every dialect", () => {
+  const values = [
+    Buffer.alloc(0),
+    Buffer.from("v"),
+    Buffer.alloc(9, 0x61),
+    Buffer.alloc(10, 0x62),
+    Buffer.alloc(100, 0x63),
+    Buffer.alloc(12_345, 0x64),
+    Buffer.from("a\nb"),
+    Buffer.from("a\rb"),
+    Buffer.from([0xff, 0x00, 0x0d, 0x0a]),
+    Buffer.from("ünïcödé ✓"),
+  ];
+  const others: Reply[] = [
+    { type: "ok" },
+    { type: "not_found" },
+    { type: "deleted" },
+    { type: "pong" },
+    { type: "integer", value: 12 },
+    { type: "json", value: { a: 1 } },
+    { type: "error", code: "TIMEOUT", message: "outcome unknown" },
+  ];
+  for (const dialect of ["line", "json", "resp"] as const) {
+    const items: ReplyItem[] = [];
+    for (const [i, value] of values.entries()) {
+      items.push({ reply: { type: "value", value }, request: get(dialect) });
+      items.push({ reply: others[i % others.length], request: i % 2 === 0 ? get(dialect) : del(dialect) });
+    }
+    const expected = Buffer.concat(items.map(({ reply, request }) => encodeReply(reply, request)));
+    assert.equal(encodeReplies(items), expected, dialect);
+    for (const item of items) assert.equal(encodeReplies([item]), encodeReply(item.reply, item.request), dialect);
+  }
+  assert.is(encodeReplies([]).length, 0);
+});
+
+test("RESP bulk lengths around powers of ten", () => {
+  for (const length of [0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 1_048_576]) {
+    const value = Buffer.alloc(length, 0x78);
+    const bytes = encodeReply({ type: "value", value }, get("resp"));
+    assert.equal(bytes.subarray(0, bytes.length - length - 2).toString("latin1"), `$${length}\r\n`);
+    assert.equal(bytes.subarray(bytes.length - 2).toString("latin1"), "\r\n");
   }
 });
 
