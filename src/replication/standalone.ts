@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { type BatchStats, openPartitionLog, type PartitionLog } from "../storage/partition_log.ts";
+import { BATCH_MAX_BYTES, type BatchStats, openPartitionLog, type PartitionLog } from "../storage/partition_log.ts";
+import { RECORD_HEADER_BYTES } from "../storage/record.ts";
 import type { LogEntry } from "../storage/entry.ts";
 import { KvStore } from "../store/store.ts";
 import type { Logger } from "../log/log.ts";
@@ -53,14 +54,20 @@ export async function openStandalonePartition(
 
 interface PendingWrite {
   entry: LogEntry;
-  durable: boolean;
   resolve: (outcome: Outcome) => void;
 }
 
+/** Bytes of one append call at most (a batch of the log's, so a torn tail stays within its bound). */
+const APPEND_CHUNK_BYTES = BATCH_MAX_BYTES;
+
 class StandalonePartition implements PartitionHandle {
   private lastIndex: number;
-  /** Appended but not yet applied, in index order: applied strictly in order once durable. */
+  /** Written but not yet applied, in index order: applied strictly in order once durable. */
   private readonly pending: PendingWrite[] = [];
+  /** Entries of this tick not handed to the log yet: one append call for all of them. */
+  private unsent: LogEntry[] = [];
+  /** Highest index known durable. */
+  private durableIndex: number;
   private snapshotting = false;
   private closed = false;
 
@@ -71,6 +78,7 @@ class StandalonePartition implements PartitionHandle {
     private readonly options: StandaloneOptions,
   ) {
     this.lastIndex = store.appliedIndex;
+    this.durableIndex = store.appliedIndex;
   }
 
   write(proposal: Proposal): Promise<Outcome> {
@@ -82,25 +90,63 @@ class StandalonePartition implements PartitionHandle {
       key: proposal.key,
       value: proposal.value,
     };
+    if (this.unsent.length === 0) process.nextTick(() => this.sendToLog());
+    this.unsent.push(entry);
     return new Promise<Outcome>((resolve) => {
-      const write: PendingWrite = { entry, durable: false, resolve };
-      this.pending.push(write);
-      this.log.append([entry]).then(
-        () => {
-          write.durable = true;
-          this.applyDurable();
-        },
-        (error) => this.failStorage(error),
-      );
+      this.pending.push({ entry, resolve });
     });
   }
 
-  private applyDurable(): void {
-    while (this.pending.length > 0 && this.pending[0].durable) {
-      const write = this.pending.shift()!;
-      const result = this.store.apply(write.entry);
-      write.resolve({ type: result });
+  /**
+   * Appends the writes of this tick in one call (the log's group commit
+   * then joins the calls of the whole event-loop turn): one record buffer
+   * and one promise per call, not per write.
+   */
+  private sendToLog(): void {
+    // Empty when close() sent them already.
+    const entries = this.unsent;
+    this.unsent = [];
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < entries.length; i++) {
+      const size = entryBytesBound(entries[i]);
+      if (i > start && bytes + size > APPEND_CHUNK_BYTES) {
+        if (!this.append(entries.slice(start, i))) return;
+        start = i;
+        bytes = 0;
+      }
+      bytes += size;
     }
+    if (start < entries.length) this.append(start === 0 ? entries : entries.slice(start));
+  }
+
+  /** Hands `entries` to the log; false if it refused them (the partition then stops serving). */
+  private append(entries: LogEntry[]): boolean {
+    const last = entries[entries.length - 1].index;
+    let durable: Promise<void>;
+    try {
+      durable = this.log.append(entries);
+    } catch (error) {
+      this.failStorage(error);
+      return false;
+    }
+    durable.then(
+      () => {
+        if (last > this.durableIndex) this.durableIndex = last;
+        this.applyDurable();
+      },
+      (error) => this.failStorage(error),
+    );
+    return true;
+  }
+
+  private applyDurable(): void {
+    let applied = 0;
+    while (applied < this.pending.length && this.pending[applied].entry.index <= this.durableIndex) {
+      const write = this.pending[applied++];
+      write.resolve({ type: this.store.apply(write.entry) });
+    }
+    if (applied > 0) this.pending.splice(0, applied);
     this.maybeSnapshot();
   }
 
@@ -111,6 +157,7 @@ class StandalonePartition implements PartitionHandle {
   private failStorage(error: unknown): void {
     this.options.logger.error("storage_failed", { partition: this.name, error });
     this.closed = true;
+    this.unsent = [];
     for (const write of this.pending.splice(0)) {
       write.resolve({ type: "timeout", message: "storage failed; the write's outcome is unknown" });
     }
@@ -156,7 +203,13 @@ class StandalonePartition implements PartitionHandle {
   async close(): Promise<void> {
     // In-flight writes finish: their appends complete before the log closes.
     this.closed = true;
+    if (this.unsent.length > 0) this.sendToLog();
     await this.log.close();
     this.applyDurable();
   }
+}
+
+/** An upper bound of the bytes `entry` takes in the log (a UTF-16 unit is at most 3 UTF-8 bytes). */
+function entryBytesBound(entry: LogEntry): number {
+  return RECORD_HEADER_BYTES + entry.key.length * 3 + entry.value.length;
 }
