@@ -170,7 +170,7 @@ function writeRecord(
   const keyStart = off + RECORD_HEADER_BYTES;
   const keyBytes = key.length === 0 ? 0 : buf.write(key, keyStart, "utf8");
   if (keyBytes > MAX_KEY_BYTES) throw new RangeError(`key of ${keyBytes} bytes exceeds ${MAX_KEY_BYTES}`);
-  if (value.length > 0) value.copy(buf, keyStart + keyBytes);
+  if (value.length > 0) buf.set(value, keyStart + keyBytes);
   const body = RECORD_BODY_FIXED_BYTES + keyBytes + value.length;
   buf.writeUInt32BE(body, off);
   buf[off + 8] = type;
