@@ -12,8 +12,15 @@
  * ringkv's group commit does (the thread-pool write measured faster here
  * than a blocking one, as Redis does it).
  *
- * Usage: `node dist/bench/ceiling_server.js --port P --log FILE`; the
- * bench suite starts and stops it.
+ * With `--followers`, writes are also replicated the least a majority
+ * protocol can: each batch goes to every follower (another instance run
+ * with `--follower`), which appends it to its own O_DSYNC file and answers
+ * one byte; the `+OK`s go out once the batch is durable here and on enough
+ * followers for a majority. No epochs, no catch-up, no reads through a
+ * majority: a ceiling for replicated writes, not a protocol.
+ *
+ * Usage: `node dist/bench/ceiling_server.js --port P --log FILE
+ * [--followers PORT,PORT | --follower]`; the bench suite starts and stops it.
  *
  * @module
  */
@@ -77,39 +84,159 @@ class Output {
   }
 }
 
-function main(): void {
-  const { values } = parseArgs({ options: { port: { type: "string" }, log: { type: "string" } } });
+/** An append-only O_DSYNC file: the appends of one event-loop turn share one write. */
+class GroupLog {
+  #fd: number;
+  #bytes: Buffer[] = [];
+  #done: (() => void)[] = [];
+  #writing = false;
+  #scheduled = false;
+
+  constructor(path: string) {
+    const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_APPEND | fs.constants.O_DSYNC;
+    this.#fd = fs.openSync(path, flags);
+  }
+
+  /** Appends `bytes`; `done` runs once they are durable. */
+  append(bytes: Buffer, done: () => void): void {
+    this.#bytes.push(bytes);
+    this.#done.push(done);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      process.nextTick(() => this.#write());
+    }
+  }
+
+  #write(): void {
+    this.#scheduled = false;
+    if (this.#writing || this.#done.length === 0) return;
+    this.#writing = true;
+    const bytes = Buffer.concat(this.#bytes);
+    const done = this.#done;
+    this.#bytes = [];
+    this.#done = [];
+    fs.write(this.#fd, bytes, 0, bytes.length, null, (error) => {
+      if (error !== null) throw error; // an instrument: a failing disk ends the run
+      this.#writing = false;
+      for (const callback of done) callback();
+      this.#write();
+    });
+  }
+}
+
+/** The leader's link to one follower: batches out, one ack byte back per batch, in order. */
+class FollowerLink {
+  #socket: net.Socket;
+  #acked: (() => void)[] = [];
+
+  constructor(socket: net.Socket) {
+    this.#socket = socket;
+    socket.on("data", (chunk: Buffer) => {
+      for (let i = 0; i < chunk.length; i++) this.#acked.shift()!();
+    });
+    socket.on("error", (error) => {
+      throw error; // an instrument: a lost follower ends the run
+    });
+  }
+
+  /** Sends `bytes`; `acked` runs once the follower has them durable. */
+  send(bytes: Buffer, acked: () => void): void {
+    const header = Buffer.allocUnsafe(4);
+    header.writeUInt32BE(bytes.length);
+    this.#acked.push(acked);
+    this.#socket.write(Buffer.concat([header, bytes]));
+  }
+}
+
+function connectFollower(port: number): Promise<FollowerLink> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, noDelay: true });
+    socket.once("error", reject);
+    socket.once("connect", () => {
+      socket.off("error", reject);
+      resolve(new FollowerLink(socket));
+    });
+  });
+}
+
+/** A follower: length-prefixed batches in, each appended durably, one ack byte out per batch. */
+function serveFollower(port: number, log: GroupLog): void {
+  const ACK = Buffer.from([1]);
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    let rest: Buffer = Buffer.alloc(0);
+    socket.on("error", () => {});
+    socket.on("data", (chunk: Buffer) => {
+      let input = rest.length === 0 ? chunk : Buffer.concat([rest, chunk]);
+      while (input.length >= 4 && input.length >= 4 + input.readUInt32BE(0)) {
+        const end = 4 + input.readUInt32BE(0);
+        log.append(Buffer.from(input.subarray(4, end)), () => socket.write(ACK));
+        input = input.subarray(end);
+      }
+      rest = Buffer.from(input);
+    });
+  });
+  server.listen(port, "127.0.0.1");
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      port: { type: "string" },
+      log: { type: "string" },
+      followers: { type: "string" },
+      follower: { type: "boolean" },
+    },
+  });
   if (values.port === undefined || values.log === undefined) {
-    process.stderr.write("usage: node ceiling_server.js --port P --log FILE\n");
+    process.stderr.write("usage: node ceiling_server.js --port P --log FILE [--followers PORT,PORT | --follower]\n");
     process.exit(2);
   }
+  process.on("SIGTERM", () => process.exit(0));
+  const log = new GroupLog(values.log);
+  if (values.follower === true) {
+    serveFollower(Number(values.port), log);
+    return;
+  }
+  const followerPorts = values.followers === undefined ? [] : values.followers.split(",").map(Number);
+  const followers = await Promise.all(followerPorts.map(connectFollower));
+  // A majority of the 1 + followers copies, this one included.
+  const acksNeeded = Math.floor((1 + followers.length) / 2);
   const data = new Map<string, Buffer>();
-  const fd = fs.openSync(
-    values.log,
-    fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_APPEND | fs.constants.O_DSYNC,
-  );
-  let logBytes: Buffer[] = [];
+  let pendingBytes: Buffer[] = [];
   let waiting: Waiting[] = [];
-  let writing = false;
+  let committing = false;
   let scheduled = false;
 
-  /** One write for every SET of the turn; their replies go out once it returns. */
+  /** One batch at a time: durable here and on a majority, then its replies go out. */
   function commit(): void {
     scheduled = false;
-    if (writing || waiting.length === 0) return;
-    writing = true;
-    const bytes = Buffer.concat(logBytes);
+    if (committing || waiting.length === 0) return;
+    committing = true;
+    const bytes = Buffer.concat(pendingBytes);
     const batch = waiting;
-    logBytes = [];
+    pendingBytes = [];
     waiting = [];
-    fs.write(fd, bytes, 0, bytes.length, null, (error) => {
-      if (error !== null) throw error; // an instrument: a failing disk ends the run
-      writing = false;
+    let local = false;
+    let acks = 0;
+    const maybeDone = (): void => {
+      if (!local || acks < acksNeeded) return;
+      local = false; // later acks of this batch change nothing
+      committing = false;
       for (const w of batch) {
         w.connection.queued--;
         if (!w.connection.socket.destroyed) w.connection.socket.write(w.replies);
       }
       commit();
+    };
+    for (const follower of followers) {
+      follower.send(bytes, () => {
+        acks++;
+        maybeDone();
+      });
+    }
+    log.append(bytes, () => {
+      local = true;
+      maybeDone();
     });
   }
 
@@ -149,7 +276,7 @@ function main(): void {
       connection.socket.write(replies);
       return;
     }
-    if (wrote) logBytes.push(Buffer.from(input.subarray(0, i)));
+    if (wrote) pendingBytes.push(Buffer.from(input.subarray(0, i)));
     connection.queued++;
     waiting.push({ connection, replies });
     if (!scheduled) {
@@ -164,7 +291,6 @@ function main(): void {
     socket.on("data", (chunk: Buffer) => onData(connection, chunk));
   });
   server.listen(Number(values.port), "127.0.0.1");
-  process.on("SIGTERM", () => process.exit(0));
 }
 
 /** The decimal number in `input[from, to)`, or NaN. */
@@ -212,4 +338,4 @@ function readRequest(input: Buffer, start: number): { args: [number, number][]; 
   return { args, end: i };
 }
 
-main();
+await main();

@@ -128,8 +128,12 @@ export interface SuiteReport {
   durationS: number;
   warmupS: number;
   standalone?: { rows: ComparisonRow[]; ringkvFailure?: string; redisFailure?: string };
-  /** ringkv against the Node.js ceiling server: what any Node server could reach here. */
-  ceiling?: { rows: ComparisonRow[]; ringkvFailure?: string; ceilingFailure?: string };
+  /**
+   * ringkv against the Node.js ceiling server: what a Node server reaches
+   * here. `replicated` has only the ceiling's side; ringkv's is the
+   * cluster section's (shown together when both ran).
+   */
+  ceiling?: { rows: ComparisonRow[]; replicated: ComparisonRow[]; ringkvFailure?: string; ceilingFailure?: string };
   memory?: { ringkv: MemoryReport; redis: MemoryReport };
   cluster?: { rows: ComparisonRow[]; ringkvFailure?: string; etcdFailure?: string; etcdLeader?: string };
   /** Planned restarts (graceful handover) under load: the rolling-restart drill. */
@@ -572,11 +576,12 @@ export const CEILING_SHAPES: readonly Shape[] = [
 /** The Node.js ceiling server (bench/ceiling_server.ts), next to this file once built. */
 const CEILING_SERVER_JS = fileURLToPath(new URL("../../bench/ceiling_server.js", import.meta.url));
 
-async function startCeiling(context: Context): Promise<Server> {
+/** Starts one ceiling server process (`extra`: its role flags); resolves once it listens. */
+async function startCeilingProcess(context: Context, name: string, extra: readonly string[]): Promise<Server> {
   const port = await freePort();
-  const log = path.join(makeDir(context, "ceiling"), "ceiling.log");
-  const managed = ManagedProcess.start(process.execPath, [CEILING_SERVER_JS, "--port", String(port), "--log", log], {
-    name: "Node ceiling server",
+  const log = path.join(makeDir(context, "ceiling"), `${name}.log`);
+  const managed = ManagedProcess.start(process.execPath, [CEILING_SERVER_JS, "--port", String(port), "--log", log, ...extra], {
+    name: `Node ceiling server (${name})`,
   });
   try {
     await waitForPort(port, managed);
@@ -587,14 +592,47 @@ async function startCeiling(context: Context): Promise<Server> {
   return { port, process: managed };
 }
 
-/** ringkv against the least a Node.js server can do (see bench/ceiling_server.ts). */
+/**
+ * The replicated ceiling, as the replicated rows are driven: its leader
+ * and two followers each keep a copy, a write is answered once durable on
+ * two of the three. Every cell goes to the leader (etcd's best case).
+ */
+async function replicatedCeiling(context: Context): Promise<{ rows: ComparisonRow[]; failure?: string }> {
+  const rows: ComparisonRow[] = CLUSTER_SHAPES.map((shape) => ({ workload: "replicated durable PUT", shape }));
+  const started: Server[] = [];
+  try {
+    for (const name of ["follower1", "follower2"]) started.push(await startCeilingProcess(context, name, ["--follower"]));
+    const followers = started.map((server) => String(server.port)).join(",");
+    const leader = await startCeilingProcess(context, "leader", ["--followers", followers]);
+    started.push(leader);
+    context.log(`ceiling (3 copies): leader on port ${leader.port}, followers on ${followers}`);
+    for (const row of rows) {
+      row.other = await measure(context, leader.port, "ceiling (3 copies)", row.shape, "put");
+      if (row.other.failure !== undefined) return { rows, failure: `PUT ${shapeLabel(row.shape)}: ${row.other.failure}` };
+    }
+    return { rows };
+  } catch (error) {
+    context.log(`ceiling (3 copies): ${(error as Error).message}`);
+    return { rows, failure: (error as Error).message };
+  } finally {
+    await Promise.all(started.map((server) => server.process.stop()));
+  }
+}
+
+/** ringkv against the least a Node.js server can do (see bench/ceiling_server.ts), alone and with 3 copies. */
 async function ceilingSection(context: Context, skipRingkv: boolean): Promise<NonNullable<SuiteReport["ceiling"]>> {
   const ceiling = await startSide("ceiling", async () => {
-    const server = await startCeiling(context);
+    const server = await startCeilingProcess(context, "standalone", []);
     return { durable: server, reads: server };
   }, context.log);
   const compared = await compareSection(context, CEILING_SHAPES, { skipRingkv, other: ceiling });
-  return { rows: compared.rows, ringkvFailure: compared.ringkvFailure, ceilingFailure: compared.otherFailure };
+  const replicated = await replicatedCeiling(context);
+  return {
+    rows: compared.rows,
+    replicated: replicated.rows,
+    ringkvFailure: compared.ringkvFailure,
+    ceilingFailure: compared.otherFailure ?? replicated.failure,
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -1309,30 +1347,32 @@ export function renderMarkdown(report: SuiteReport): string {
   return lines.join("\n");
 }
 
-/** The ceiling table, and what the throughput targets ask next to what the ceiling reached. */
+/** The ceiling tables, and what the throughput targets ask next to what the ceiling reached. */
 function ceilingLines(report: SuiteReport): string[] {
   const c = report.ceiling!;
+  const find = (rows: ComparisonRow[] | undefined, workload: string, shape: Shape) =>
+    rows?.find((row) => row.workload === workload && row.shape.connections === shape.connections && row.shape.pipeline === shape.pipeline);
+  // The replicated ceiling next to ringkv's cluster, when the cluster section ran too.
+  const replicated = c.replicated.map((row) => ({ ...row, ringkv: find(report.cluster?.rows, row.workload, row.shape)?.ringkv }));
   const lines = [
     "### Node.js ceiling: ringkv vs the least a Node server can do",
     "",
     "| workload | C×P | ringkv ops/s | ringkv p50 / p99 / p999 | ceiling ops/s | ceiling p50 / p99 / p999 | ringkv ÷ ceiling |",
     "|---|---|--:|--:|--:|--:|--:|",
   ];
-  for (const row of c.rows) {
+  for (const row of [...c.rows, ...replicated]) {
     lines.push(
       `| ${row.workload} | ${shapeLabel(row.shape)} | ${opsCell(row.ringkv)} | ${latencyCell(row.ringkv)} | ` +
         `${opsCell(row.other)} | ${latencyCell(row.other)} | ${ratioCell(row)} |`,
     );
   }
-  const find = (rows: ComparisonRow[] | undefined, workload: string, shape: Shape) =>
-    rows?.find((row) => row.workload === workload && row.shape.connections === shape.connections && row.shape.pipeline === shape.pipeline);
   const ops = (m: Measurement | undefined) => (m === undefined || m.failure !== undefined ? undefined : m.opsPerSec);
   const wide = { connections: 8, pipeline: 32 };
   const narrow = { connections: 64, pipeline: 1 };
-  const reach = (target: string, needed: number | undefined, reached: number | undefined, what: string) =>
+  const reach = (target: string, needed: number | undefined, reached: number | undefined) =>
     needed === undefined || reached === undefined
       ? []
-      : [`- ${target} needs ${Math.round(needed).toLocaleString("en-US")} ops/s; the ceiling ${what} ` +
+      : [`- ${target} needs ${Math.round(needed).toLocaleString("en-US")} ops/s; the ceiling reached ` +
         `${Math.round(reached).toLocaleString("en-US")} (${(reached / needed).toFixed(2)}× of it)`];
   const redisPut = ops(find(report.standalone?.rows, "durable PUT", wide)?.other);
   const redisGet = ops(find(report.standalone?.rows, "GET (preloaded)", wide)?.other);
@@ -1342,16 +1382,18 @@ function ceilingLines(report: SuiteReport): string[] {
     "The ceiling server (`bench/ceiling_server.ts`) answers RESP GET and SET with no checks and no objects per " +
       "request, keeps a Map, and appends the SETs of each event-loop turn to an `O_DSYNC` file in one thread-pool " +
       "write before it replies (the same group commit as ringkv, which measured faster here than a blocking write). " +
-      "It is unsafe by design (no CRC, no validation, reads see writes before they are durable) and does far less " +
-      "per request than any real store, so its numbers are about the most a Node.js server reaches on this machine.",
+      "For the replicated rows three of them run: the leader sends each batch to two followers, which append it to " +
+      "their own `O_DSYNC` files and answer one byte; the replies go out once two of the three copies are durable, " +
+      "and every client talks to the leader. It is unsafe by design (no CRC, no validation, no epochs, reads see " +
+      "writes before they are durable) and does far less per request than any real store, so its numbers are about " +
+      "the most a Node.js server reaches on this machine.",
     "",
-    ...reach("durable PUT at 8×32 ≥ 1× Redis", redisPut, ops(find(c.rows, "durable PUT", wide)?.other), "reached"),
-    ...reach("GET at 8×32 ≥ 0.8× Redis", redisGet === undefined ? undefined : 0.8 * redisGet, ops(find(c.rows, "GET (preloaded)", wide)?.other), "reached"),
+    ...reach("durable PUT at 8×32 ≥ 1× Redis", redisPut, ops(find(c.rows, "durable PUT", wide)?.other)),
+    ...reach("GET at 8×32 ≥ 0.8× Redis", redisGet === undefined ? undefined : 0.8 * redisGet, ops(find(c.rows, "GET (preloaded)", wide)?.other)),
     ...reach(
-      "replicated PUT at 64 in flight ≥ 10× etcd",
+      "replicated durable PUT at 64 in flight ≥ 10× etcd",
       etcdPut === undefined ? undefined : 10 * etcdPut,
-      ops(find(c.rows, "durable PUT", narrow)?.other),
-      "reached, standalone, with no replication,",
+      ops(find(c.replicated, "replicated durable PUT", narrow)?.other),
     ),
     ...failureLines({ "ringkv": c.ringkvFailure, "ceiling": c.ceilingFailure }),
     "",
@@ -1502,7 +1544,12 @@ async function stopAll(): Promise<void> {
 /** True when a section measured something wrong: a server that would not start, a failed run, error replies. */
 export function hasFailures(report: SuiteReport, skipRingkv: boolean): boolean {
   const bad = (m: Measurement | undefined) => m !== undefined && (m.failure !== undefined || m.errors > 0);
-  const rows = [...(report.standalone?.rows ?? []), ...(report.ceiling?.rows ?? []), ...(report.cluster?.rows ?? [])];
+  const rows = [
+    ...(report.standalone?.rows ?? []),
+    ...(report.ceiling?.rows ?? []),
+    ...(report.ceiling?.replicated ?? []),
+    ...(report.cluster?.rows ?? []),
+  ];
   if (rows.some((row) => bad(row.ringkv) || bad(row.other))) return true;
   if (report.standalone?.redisFailure !== undefined || report.cluster?.etcdFailure !== undefined) return true;
   if (report.ceiling?.ceilingFailure !== undefined) return true;

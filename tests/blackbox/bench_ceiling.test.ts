@@ -1,7 +1,8 @@
 /**
  * The Node.js ceiling server of the bench suite (bench/ceiling_server.ts), as
- * a real process: its numbers only mean something if it really answers what
- * the bench client asks, in order, and really writes every SET before `+OK`.
+ * real processes: its numbers only mean something if it really answers what
+ * the bench client asks, in order, and really writes every SET before `+OK`
+ * (on followers too, when it keeps three copies).
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -18,10 +19,10 @@ const SERVER_JS = fileURLToPath(new URL("../../bench/ceiling_server.js", import.
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ringkv-ceiling-"));
 const started: ManagedProcess[] = [];
 
-async function startCeiling(): Promise<{ port: number; log: string; process: ManagedProcess }> {
+async function startCeiling(extra: string[] = []): Promise<{ port: number; log: string; process: ManagedProcess }> {
   const port = await freePort();
   const log = path.join(dir, `ceiling-${port}.log`);
-  const managed = ManagedProcess.start(process.execPath, [SERVER_JS, "--port", String(port), "--log", log]);
+  const managed = ManagedProcess.start(process.execPath, [SERVER_JS, "--port", String(port), "--log", log, ...extra]);
   started.push(managed);
   await waitForPort(port, managed, { timeoutMs: 10_000 });
   return { port, log, process: managed };
@@ -68,6 +69,23 @@ test("the bench client's GET and PUT loads: no errors, GETs hit after the preloa
   assert.is(gets.errors, 0);
   assert.is(gets.gets, 20_000);
   assert.is(gets.misses, 0);
+});
+
+test("three copies: every batch the leader wrote reaches both followers' files", async () => {
+  const followers = [await startCeiling(["--follower"]), await startCeiling(["--follower"])];
+  const leader = await startCeiling(["--followers", followers.map((f) => f.port).join(",")]);
+  const result = await runBench({ port: leader.port, connections: 8, pipeline: 4, ratio: 1, requests: 10_000, warmupS: 0, keyspace: 1_000 });
+  assert.is(result.failure, undefined);
+  assert.is(result.errors, 0);
+  assert.is(result.puts, 10_000);
+  const size = fs.statSync(leader.log).size;
+  assert.ok(size >= 10_000 * 100, `the leader's file holds every PUT (${size} bytes)`);
+  // A reply waits for one follower of two; the other catches up within a deadline.
+  const deadline = Date.now() + 5_000;
+  while (followers.some((f) => fs.statSync(f.log).size !== size) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  for (const follower of followers) assert.is(fs.statSync(follower.log).size, size);
 });
 
 test.run();

@@ -14,7 +14,10 @@ import { createLogger } from "../../src/log/log.ts";
 
 const SECRET = "test-secret";
 
-/** A peer that authenticates any client knowing SECRET and answers every other line with `NOT_FOUND`. */
+/**
+ * A peer that authenticates any client knowing SECRET, answers `ECHO <x>`
+ * with `<x>` and every other line with `NOT_FOUND`.
+ */
 function listenAsPeer(port: number): Promise<net.Server> {
   const server = net.createServer((socket) => {
     let buffer = "";
@@ -30,6 +33,8 @@ function listenAsPeer(port: number): Promise<net.Server> {
           socket.write(`AUTH CHALLENGE ${hello.serverNonce} ${proof(SECRET, { role: "server", ...hello })}\n`);
         } else if (words[0] === "AUTH" && words[1] === "PROOF") {
           socket.write(hello !== undefined && words[2] === proof(SECRET, { role: "client", ...hello }) ? "OK\n" : "ERR FORBIDDEN\n");
+        } else if (words[0] === "ECHO") {
+          socket.write(`${words.slice(1).join(" ")}\n`);
         } else {
           socket.write("NOT_FOUND\n");
         }
@@ -78,6 +83,27 @@ test("a peer that was down is backed off; retryNow connects at once", async () =
     // ...until it is told.
     client.retryNow();
     assert.is(await client.request("FWD GET a"), "NOT_FOUND");
+  } finally {
+    client.close();
+    server.close();
+  }
+});
+
+test("requests of one tick (written together) and fire-and-forget lines: replies match requests in order", async () => {
+  const port = await freePort();
+  const server = await listenAsPeer(port);
+  const client = new PeerClient(`127.0.0.1:${port}`, {
+    nodeId: "n9",
+    secret: SECRET,
+    localAddress: "127.0.0.1",
+    logger: createLogger("n9", { write: () => {} }),
+  });
+  try {
+    assert.is(await client.request("ECHO first"), "first");
+    const replies = await Promise.all(Array.from({ length: 500 }, (_, i) => client.request(`ECHO ${i}`)));
+    assert.equal(replies, Array.from({ length: 500 }, (_, i) => String(i)));
+    client.send("ECHO fire-and-forget");
+    assert.is(await client.request("ECHO after"), "after");
   } finally {
     client.close();
     server.close();
