@@ -87,6 +87,10 @@ async function runNode(argv: string[]): Promise<number> {
   }
   process.on("SIGTERM", () => onSignal("SIGTERM"));
   process.on("SIGINT", () => onSignal("SIGINT"));
+  // A log pipe whose reader is gone (a `| tee` that died) must not take the
+  // node down: those lines are lost, the node keeps serving.
+  process.stderr.on("error", () => {});
+  process.stdout.on("error", () => {});
   let node: RunningNode;
   try {
     node = await startNode(config);

@@ -170,7 +170,7 @@ function spawnJava(configPath: string, logPath: string, handleSignals: boolean):
   });
   const pid = subprocess.pid;
   if (pid === undefined) throw new Error("java did not start (is a JRE installed?)");
-  killOnExit(pid, { handleSignals });
+  killOnExit(pid, { handleSignals, last: true });
   let done = false;
   const exited = subprocess.then(() => {
     done = true;

@@ -1,0 +1,84 @@
+/**
+ * What a local cluster leaves behind when the process that runs it is
+ * SIGKILLed (no exit hook runs): the watchdog stops every child it still
+ * owned — SIGTERM, then SIGKILL for one that ignores it — the one marked
+ * `last` only after the others, and nothing else. Real processes, real
+ * signals.
+ */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { execa } from "execa";
+import { GRACE_MS, parseWatchdogLine } from "../../src/process/watchdog.ts";
+
+const OWNER_JS = fileURLToPath(new URL("../support/owner_process.js", import.meta.url));
+
+/** Running, and not a zombie (an exited child of the dead owner that nobody has reaped yet). */
+function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+function kill(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // Gone already.
+  }
+}
+
+async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
+}
+
+test("watchdog lines: +pid and -pid, anything else ignored", () => {
+  assert.equal(parseWatchdogLine("+123"), { add: 123, last: false });
+  assert.equal(parseWatchdogLine("+123 last"), { add: 123, last: true });
+  assert.equal(parseWatchdogLine("-42\r"), { remove: 42 });
+  for (const bad of ["", "+", "123", "+0", "+-1", "+1.5", "+12345678901", "*1", "+1 2", "-1 last", "+1 first"]) {
+    assert.is(parseWatchdogLine(bad), undefined, bad);
+  }
+});
+
+test("the owner is SIGKILLed: its children are stopped, the last one after the others, the forgotten one is left alone", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ringkv-watchdog-"));
+  const marker = path.join(dir, "last");
+  const owner = execa(process.execPath, [OWNER_JS, marker], { reject: false, detached: true });
+  let pids: { owned: number[]; forgotten: number } | undefined;
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("the owner printed no pids within 10 s")), 10_000);
+      owner.stdout!.once("data", (chunk: Buffer) => {
+        clearTimeout(timer);
+        resolve(chunk.toString("utf8"));
+      });
+    });
+    pids = JSON.parse(line) as { owned: number[]; forgotten: number };
+    assert.ok([...pids.owned, pids.forgotten].every(alive), "every child runs");
+    kill(owner.pid!);
+    await owner;
+    const owned = pids.owned;
+    assert.ok(await waitUntil(() => !owned.some(alive), 2 * GRACE_MS + 5_000), `children still running: ${owned.filter(alive)}`);
+    assert.ok(alive(pids.forgotten), "a forgotten child is not the watchdog's");
+    assert.is(fs.readFileSync(marker, "utf8"), "deaf stopped", "the last child is stopped after the others");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+    kill(owner.pid!);
+    for (const pid of [...(pids?.owned ?? []), pids?.forgotten ?? 0]) if (pid > 0) kill(pid);
+  }
+});
+
+test.run();
