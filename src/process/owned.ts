@@ -107,4 +107,3 @@ function installHook(handleSignals: boolean): void {
     });
   }
 }
-

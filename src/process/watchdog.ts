@@ -61,7 +61,10 @@ function signal(pid: number, name: NodeJS.Signals): void {
 
 /** SIGTERM to each of `pids`; SIGKILL to those still running after {@linkcode GRACE_MS}. */
 async function stop(pids: readonly number[]): Promise<void> {
-  for (const pid of pids) signal(pid, "SIGTERM");
+  for (const pid of pids) {
+    signal(pid, "SIGTERM");
+    signal(pid, "SIGCONT"); // a paused process handles SIGTERM only once it runs
+  }
   const deadline = Date.now() + GRACE_MS;
   while (pids.some(alive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   for (const pid of pids) if (alive(pid)) signal(pid, "SIGKILL");

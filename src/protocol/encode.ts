@@ -69,9 +69,12 @@ export interface ReplyItem {
  * `Buffer.concat(items.map(({ reply, request }) => encodeReply(reply, request)))`,
  * but value replies in RESP and plain lines (the bulk of a pipelined GET
  * load) are written straight into it instead of into a buffer of their own
- * that is then copied again.
+ * that is then copied again. Like encodeReply's, the buffer may be shared:
+ * write it, do not modify it.
  */
 export function encodeReplies(items: readonly ReplyItem[]): Buffer {
+  // One reply: its own buffer already is the whole output (often a shared constant).
+  if (items.length === 1) return encodeReply(items[0].reply, items[0].request);
   // Pass 1: sizes. Replies without a fast path are encoded here, once.
   const encoded: (Buffer | undefined)[] = new Array(items.length);
   let size = 0;
