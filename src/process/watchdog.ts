@@ -33,10 +33,11 @@ export function parseWatchdogLine(line: string): WatchdogLine {
 }
 
 /**
- * Still running? A child that has exited but whose parent (our owner, now
- * dead) has not reaped it is a zombie: it answers signals, yet it is gone.
+ * Is process `pid` still running? A child that has exited but whose parent
+ * (our owner, now dead) has not reaped it is a zombie: it answers signals,
+ * yet it is gone.
  */
-function alive(pid: number): boolean {
+export function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch {
@@ -66,8 +67,8 @@ async function stop(pids: readonly number[]): Promise<void> {
     signal(pid, "SIGCONT"); // a paused process handles SIGTERM only once it runs
   }
   const deadline = Date.now() + GRACE_MS;
-  while (pids.some(alive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  for (const pid of pids) if (alive(pid)) signal(pid, "SIGKILL");
+  while (pids.some(isRunning) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  for (const pid of pids) if (isRunning(pid)) signal(pid, "SIGKILL");
 }
 
 function main(): void {

@@ -13,19 +13,9 @@ import path from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
-import { GRACE_MS, parseWatchdogLine } from "../../src/process/watchdog.ts";
+import { GRACE_MS, isRunning, parseWatchdogLine } from "../../src/process/watchdog.ts";
 
 const OWNER_JS = fileURLToPath(new URL("../support/owner_process.js", import.meta.url));
-
-/** Running, and not a zombie (an exited child of the dead owner that nobody has reaped yet). */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 function kill(pid: number): void {
   try {
@@ -67,12 +57,12 @@ test("the owner is SIGKILLed: its children are stopped, the last one after the o
       });
     });
     pids = JSON.parse(line) as { owned: number[]; forgotten: number };
-    assert.ok([...pids.owned, pids.forgotten].every(alive), "every child runs");
+    assert.ok([...pids.owned, pids.forgotten].every(isRunning), "every child runs");
     kill(owner.pid!);
     await owner;
     const owned = pids.owned;
-    assert.ok(await waitUntil(() => !owned.some(alive), 2 * GRACE_MS + 5_000), `children still running: ${owned.filter(alive)}`);
-    assert.ok(alive(pids.forgotten), "a forgotten child is not the watchdog's");
+    assert.ok(await waitUntil(() => !owned.some(isRunning), 2 * GRACE_MS + 5_000), `children still running: ${owned.filter(isRunning)}`);
+    assert.ok(isRunning(pids.forgotten), "a forgotten child is not the watchdog's");
     assert.is(fs.readFileSync(marker, "utf8"), "deaf stopped", "the last child is stopped after the others");
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
