@@ -218,9 +218,11 @@ async function main(): Promise<void> {
     waiting = [];
     let local = false;
     let acks = 0;
+    let done = false;
     const maybeDone = (): void => {
-      if (!local || acks < acksNeeded) return;
-      local = false; // later acks of this batch change nothing
+      // Later acks of a batch already answered change nothing.
+      if (done || !local || acks < acksNeeded) return;
+      done = true;
       committing = false;
       for (const w of batch) {
         w.connection.queued--;

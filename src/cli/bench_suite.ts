@@ -361,6 +361,18 @@ interface Context {
   warmupS: number;
 }
 
+/** Starts `command args`, a server that will listen on `port`; resolves once it accepts connections, else stops it and throws. */
+async function startListening(command: string, args: readonly string[], options: { port: number; name: string }): Promise<Server> {
+  const managed = ManagedProcess.start(command, args, { name: options.name });
+  try {
+    await waitForPort(options.port, managed);
+  } catch (error) {
+    await managed.stop();
+    throw error;
+  }
+  return { port: options.port, process: managed };
+}
+
 async function startRingkvNode(
   context: Context,
   dataDir: string,
@@ -383,14 +395,7 @@ async function startRingkvNode(
     "--log-level",
     "warn",
   ];
-  const managed = ManagedProcess.start(process.execPath, args, { name: `ringkv node (fsync ${options.fsync})` });
-  try {
-    await waitForPort(port, managed);
-  } catch (error) {
-    await managed.stop();
-    throw error;
-  }
-  return { port, process: managed };
+  return startListening(process.execPath, args, { port, name: `ringkv node (fsync ${options.fsync})` });
 }
 
 async function startRedis(dir: string, durable: boolean): Promise<Server> {
@@ -415,14 +420,7 @@ async function startRedis(dir: string, durable: boolean): Promise<Server> {
     "--logfile",
     "",
   ];
-  const managed = ManagedProcess.start("redis-server", args, { name: `redis-server (${durable ? "appendfsync always" : "no persistence"})` });
-  try {
-    await waitForPort(port, managed);
-  } catch (error) {
-    await managed.stop();
-    throw error;
-  }
-  return { port, process: managed };
+  return startListening("redis-server", args, { port, name: `redis-server (${durable ? "appendfsync always" : "no persistence"})` });
 }
 
 function makeDir(context: Context, name: string): string {
@@ -580,16 +578,10 @@ const CEILING_SERVER_JS = fileURLToPath(new URL("../../bench/ceiling_server.js",
 async function startCeilingProcess(context: Context, name: string, extra: readonly string[]): Promise<Server> {
   const port = await freePort();
   const log = path.join(makeDir(context, "ceiling"), `${name}.log`);
-  const managed = ManagedProcess.start(process.execPath, [CEILING_SERVER_JS, "--port", String(port), "--log", log, ...extra], {
+  return startListening(process.execPath, [CEILING_SERVER_JS, "--port", String(port), "--log", log, ...extra], {
+    port,
     name: `Node ceiling server (${name})`,
   });
-  try {
-    await waitForPort(port, managed);
-  } catch (error) {
-    await managed.stop();
-    throw error;
-  }
-  return { port, process: managed };
 }
 
 /**
