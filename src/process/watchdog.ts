@@ -17,6 +17,8 @@ import { pathToFileURL } from "node:url";
 
 /** How long the children get to stop on SIGTERM before SIGKILL. */
 export const GRACE_MS = 5_000;
+/** How long a SIGKILLed child may take to exit (one stuck in the kernel can take longer: then we go on). */
+const KILL_WAIT_MS = 5_000;
 /** Between checks whether the children have exited. */
 const POLL_MS = 50;
 
@@ -60,15 +62,26 @@ function signal(pid: number, name: NodeJS.Signals): void {
   }
 }
 
-/** SIGTERM to each of `pids`; SIGKILL to those still running after {@linkcode GRACE_MS}. */
+/** Waits until none of `pids` runs, or `ms` have passed. */
+async function waitForExit(pids: readonly number[], ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (pids.some(isRunning) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+}
+
+/**
+ * SIGTERM to each of `pids`; SIGKILL to those still running after
+ * {@linkcode GRACE_MS}. Resolves once they are gone: SIGKILL is delivered
+ * asynchronously, and a process in its exit path still runs for a while,
+ * so those stopped `last` would otherwise not really come last.
+ */
 async function stop(pids: readonly number[]): Promise<void> {
   for (const pid of pids) {
     signal(pid, "SIGTERM");
     signal(pid, "SIGCONT"); // a paused process handles SIGTERM only once it runs
   }
-  const deadline = Date.now() + GRACE_MS;
-  while (pids.some(isRunning) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  await waitForExit(pids, GRACE_MS);
   for (const pid of pids) if (isRunning(pid)) signal(pid, "SIGKILL");
+  await waitForExit(pids, KILL_WAIT_MS);
 }
 
 function main(): void {
