@@ -87,6 +87,13 @@ interface Candidacy {
   lowest: boolean;
   /** Epoch last announced through onCandidate (undefined: told to stop, or never told). */
   announced?: number;
+  /**
+   * How many times leading was announced. A retract asked for before the
+   * latest announcement is about an earlier leadership and must not remove
+   * the publication of the current one (it may have the same epoch: a lease
+   * that recovered in the same session leads again with its candidate).
+   */
+  announcements: number;
   /** This process has created a candidate for the partition (in any session). */
   stood: boolean;
   /** Until when a first candidacy waits for the preferred leader (performance.now()). */
@@ -178,7 +185,7 @@ class ClusterMember implements Cluster {
     this.#expectNodes = expect;
     this.#startTimeoutMs = options.startTimeoutMs ?? 30_000;
     for (const partition of this.#node.partitions) {
-      this.#candidacies.set(partition, { partition, withdrawn: false, lowest: false, stood: false });
+      this.#candidacies.set(partition, { partition, withdrawn: false, lowest: false, announcements: 0, stood: false });
       this.#electionWatchers.set(partition, (event) => this.#onWatch(`election:${partition}`, event));
     }
     this.#watchNodes = (event) => this.#onWatch("nodes", event);
@@ -224,7 +231,14 @@ class ClusterMember implements Cluster {
 
   async retractLeader(partition: string): Promise<void> {
     if (!isValidName(partition)) throw new Error(`bad partition name ${JSON.stringify(partition)}`);
+    const candidacy = this.#candidacies.get(partition);
+    const announcements = candidacy?.announcements;
     await this.#operate("retractLeader", async () => {
+      if (candidacy !== undefined && candidacy.announcements !== announcements) {
+        // Retried past a new announcement (ZooKeeper was away): that leadership is not the one to retract.
+        this.#log("retract_superseded", { partition, epoch: candidacy.announced });
+        return;
+      }
       const conn = this.#conn;
       if (conn === undefined || !this.#registered) {
         // No session (its ephemerals are gone) or a fresh one (never published).
@@ -242,6 +256,11 @@ class ClusterMember implements Cluster {
     // Stop leading now, before any ZooKeeper round trip.
     this.#stopAnnouncing(candidacy);
     await this.#operate("withdraw", async () => {
+      if (!candidacy.withdrawn) {
+        // Retried past a rejoin: leaving now would only cost the new candidacy its place.
+        this.#log("withdraw_superseded", { partition });
+        return;
+      }
       const conn = this.#conn;
       if (conn === undefined || !this.#registered) return; // Nothing of ours exists in this session.
       await this.#leave(conn, partition, candidacy);
@@ -880,6 +899,7 @@ class ClusterMember implements Cluster {
       }
       if (!candidacy.withdrawn && this.#leaseFresh() && candidacy.announced !== epoch) {
         candidacy.announced = epoch;
+        candidacy.announcements += 1;
         this.#log("candidate", { partition, epoch, lowest: true });
         this.#callCandidate(partition, { epoch });
       }

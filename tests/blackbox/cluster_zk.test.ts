@@ -418,6 +418,43 @@ test("ZooKeeper SIGSTOPped: everyone hits the deadline and stops leading within 
   await until("everyone connected", () => members.every((m) => m.lastSession() === "connected"));
 });
 
+test("a retract asked for before ZooKeeper came back does not remove the publication of the leadership that followed", async () => {
+  // What a node does on a ZooKeeper freeze: its replica steps down at the
+  // deadline and asks to retract; the request fails while ZooKeeper is away
+  // and is retried. When ZooKeeper is back, the same session leads again
+  // (same candidate, same epoch) and publishes; the retry must not delete that.
+  const root = uniqueRoot("stale-retract");
+  const members = [
+    await Member.join(root, "n1", ["p1"], { expectNodes: 2 }),
+    await Member.join(root, "n2", ["p1"], { expectNodes: 2 }),
+  ];
+  await until("one leader", () => oneAgreedLeader(members, "p1"));
+  const leader = servingMember(members, "p1");
+  const epoch = leader.serving.get("p1")!;
+  const start = now();
+  zk.pause();
+  let retract: Promise<void>;
+  try {
+    await until("the leader is told to stop", () => leader.candidateEvents.some((e) => e.partition === "p1" && e.epoch === undefined && e.at > start), 2 * SESSION_TIMEOUT_MS);
+    retract = leader.cluster.retractLeader("p1");
+    await until(
+      "the retract failed once (ZooKeeper away)",
+      () => leader.logs.some((l) => l.at > start && l.event === "operation_retry" && l.detail.operation === "retractLeader"),
+      2 * SESSION_TIMEOUT_MS,
+    );
+  } finally {
+    zk.resume();
+  }
+  await until("the same session leads p1 again", () => leader.serving.get("p1") === epoch && oneAgreedLeader(members, "p1"));
+  await retract;
+  const events = leader.logs.filter((l) => l.at > start && l.detail.partition === "p1").map((l) => l.event);
+  const published = events.lastIndexOf("leader_published");
+  assert.ok(published >= 0, `published again (${events.join(",")})`);
+  assert.is(events.indexOf("leader_retracted", published), -1, `nothing retracted after the new publication (${events.join(",")})`);
+  const observer = members.find((m) => m !== leader)!;
+  assert.equal(observer.leaders.get("p1")?.id, leader.id, "the other member still sees the leader");
+});
+
 test("ZooKeeper SIGKILLed and restarted on its data dir: sessions survive or expire, one leader per partition in the end", async () => {
   const root = uniqueRoot("restart");
   const members = [

@@ -1,7 +1,7 @@
 /**
  * The fault suite, short: a real five-node cluster under concurrent clients
- * while the nemesis kills a node, pauses a leader past its session timeout
- * and cuts a node off with iptables; the recorded history must be
+ * while the nemesis kills a node, pauses a leader past its session timeout,
+ * cuts a node off with iptables and pauses ZooKeeper; the recorded history must be
  * linearizable. Long runs: `node dist/tests/faults/main.js --duration 300`.
  */
 import { test } from "uvu";
@@ -16,7 +16,7 @@ const CHAOS_BUDGET_MS = 60_000;
 /** Definite replies the run must get at least (an idle 2-core machine does about 150 a second here). */
 const MIN_OK_OPS = 500;
 
-test("under kills, pauses and partitions, every operation through every node is linearizable and the cluster recovers", async () => {
+test("under kills, pauses, partitions and ZooKeeper pauses, every operation through every node is linearizable and the cluster recovers", async () => {
   const result = await runChaos({
     durationMs: CHAOS_BUDGET_MS,
     maxFaults: FAULTS,

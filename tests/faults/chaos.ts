@@ -249,7 +249,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
   const counts = countOps(history);
   const longestGap = longestGapWithoutReply(history.filter((h) => !h.client.startsWith("final-")));
   const nemesisLog = nemesis?.log ?? [];
-  const nemesisCounts = nemesis?.counts() ?? { kill: 0, pause: 0, partition: 0 };
+  const nemesisCounts = nemesis?.counts() ?? { kill: 0, pause: 0, partition: 0, zk: 0 };
   const verdict = check.ok ? "linearizable" : check.inconclusive ? "inconclusive" : "not_linearizable";
   const passed = verdict === "linearizable" && problems.length === 0;
 
@@ -274,7 +274,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     ? `INCONCLUSIVE (${firstLine(check.message)})`
     : `NOT LINEARIZABLE (${firstLine(check.message)})`;
   const summary = `chaos: ${counts.ops} operations (${counts.ok} ok, ${counts.failed} failed, ${counts.unknown} unknown), ` +
-    `nemesis: ${nemesisCounts.kill} kills, ${nemesisCounts.pause} pauses, ${nemesisCounts.partition} partitions, ` +
+    `nemesis: ${nemesisCounts.kill} kills, ${nemesisCounts.pause} pauses, ${nemesisCounts.partition} partitions, ${nemesisCounts.zk} ZooKeeper pauses, ` +
     `verdict: ${verdictText}` + (problems.length > 0 ? `, ${problems.length} problems` : "") +
     ` [seed ${seed}, ${(totalMs / 1000).toFixed(1)} s${nemesis?.interrupted === true ? ", interrupted by SIGINT" : ""}]`;
   log(

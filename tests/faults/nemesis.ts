@@ -8,7 +8,11 @@
  *   ZooKeeper session timeout, then SIGCONT (it wakes up deposed);
  * - partition: DROP every TCP packet of the cluster's port between one
  *   node's loopback address and every other node's address, both ways,
- *   then remove the rules.
+ *   then remove the rules;
+ * - zk: SIGSTOP ZooKeeper itself, for a fraction of the session timeout up
+ *   to more than twice it, then SIGCONT (every node loses ZooKeeper at
+ *   once; after a long pause their sessions expire and every partition
+ *   elects again).
  *
  * Only one node is faulty at a time, and the next fault waits until the
  * cluster has recovered (every node answers, every partition serves a
@@ -34,10 +38,10 @@ import { processAlive } from "../../src/storage/lock.ts";
 const execFileAsync = promisify(execFile);
 
 /** The kinds of fault the nemesis injects. */
-export type FaultKind = "kill" | "pause" | "partition";
+export type FaultKind = "kill" | "pause" | "partition" | "zk";
 
 /** Every fault kind, in a fixed order. */
-export const FAULT_KINDS: readonly FaultKind[] = ["kill", "pause", "partition"];
+export const FAULT_KINDS: readonly FaultKind[] = ["kill", "pause", "partition", "zk"];
 
 /** iptables binary (nf_tables backend; we run as root). */
 export const IPTABLES = "/usr/sbin/iptables";
@@ -89,6 +93,12 @@ export interface ScheduleOptions {
   partitionMs?: MsRange;
   /** A pause lasts the session timeout times a factor drawn from this range. Defaults to [1.5, 2.5]. */
   pauseFactor?: readonly [number, number];
+  /**
+   * A ZooKeeper pause lasts the session timeout times a factor drawn from
+   * this range. Defaults to [0.5, 2.5]: short ones where the nodes only see
+   * the connection drop, long ones after which their sessions expire.
+   */
+  zkPauseFactor?: readonly [number, number];
 }
 
 /** Whom a fault hits: the leader of the partition with this index (in layout order), or the node with this index. */
@@ -147,7 +157,11 @@ export class FaultSchedule {
     let durationMs: number;
     if (kind === "kill") durationMs = drawMs(this.#prng, this.#options.killDownMs ?? [1000, 4000]);
     else if (kind === "partition") durationMs = drawMs(this.#prng, this.#options.partitionMs ?? [2000, 5000]);
-    else {
+    else if (kind === "zk") {
+      const [low, high] = this.#options.zkPauseFactor ?? [0.5, 2.5];
+      assert.ok(low > 0 && high >= low, "a positive ZooKeeper pause");
+      durationMs = Math.round(this.#options.sessionTimeoutMs * (low + this.#prng.float() * (high - low)));
+    } else {
       const [low, high] = this.#options.pauseFactor ?? [1.5, 2.5];
       assert.ok(low > 1 && high >= low, "a pause outlasts the session timeout");
       durationMs = Math.round(this.#options.sessionTimeoutMs * (low + this.#prng.float() * (high - low)));
@@ -295,6 +309,9 @@ export interface NemesisEvent {
   detail?: string;
 }
 
+/** How the nemesis log names ZooKeeper (its faults hit no node). */
+const ZOOKEEPER = "zookeeper";
+
 /** SIGINTs this close together are one Ctrl-C (the terminal's, and npm's forwarded copy). */
 const SAME_CTRL_C_MS = 1_000;
 
@@ -327,7 +344,8 @@ export interface NemesisRunOptions {
 type ActiveFault =
   | { kind: "kill"; node: string }
   | { kind: "pause"; node: string }
-  | { kind: "partition"; node: string };
+  | { kind: "partition"; node: string }
+  | { kind: "zk"; node: string };
 
 /**
  * Injects the faults of a {@linkcode FaultSchedule} into `cluster`, one at a
@@ -343,7 +361,7 @@ export class Nemesis {
   readonly #options: NemesisOptions;
   readonly #schedule: FaultSchedule;
   readonly #tag = chaosTag();
-  readonly #counts: Record<FaultKind, number> = { kill: 0, pause: 0, partition: 0 };
+  readonly #counts: Record<FaultKind, number> = { kill: 0, pause: 0, partition: 0, zk: 0 };
   /** One never-written key per partition, read to check that the partition serves. */
   readonly #probeKeys = new Map<string, string>();
   #active: ActiveFault | undefined;
@@ -426,7 +444,7 @@ export class Nemesis {
     this.#wakeStop?.();
   }
 
-  /** Heals the active fault, if any: restarts a killed node, resumes a paused one, removes partition rules. */
+  /** Heals the active fault, if any: restarts a killed node, resumes a paused node or ZooKeeper, removes partition rules. */
   async heal(): Promise<void> {
     const fault = this.#active;
     if (fault === undefined) return;
@@ -438,6 +456,9 @@ export class Nemesis {
       } else if (fault.kind === "pause") {
         this.#cluster.cluster.resume(fault.node);
         this.#record({ event: "resume", node: fault.node });
+      } else if (fault.kind === "zk") {
+        this.#cluster.zk.resume();
+        this.#record({ event: "resume", node: fault.node, detail: `SIGCONT pid ${this.#cluster.zk.pid}` });
       } else {
         const removed = removeChaosRules(this.#tag);
         const left = listChaosRules({ tag: this.#tag }).length;
@@ -502,6 +523,14 @@ export class Nemesis {
 
   async #inject(plan: PlannedFault): Promise<void> {
     assert.equal(this.#active, undefined, "one fault at a time");
+    if (plan.kind === "zk") {
+      this.#record({ event: "plan", node: ZOOKEEPER, detail: `pause ZooKeeper for ${plan.durationMs} ms` });
+      this.#counts.zk++;
+      this.#active = { kind: "zk", node: ZOOKEEPER };
+      this.#cluster.zk.pause();
+      this.#record({ event: "pause", node: ZOOKEEPER, detail: `SIGSTOP pid ${this.#cluster.zk.pid}` });
+      return;
+    }
     const node = await this.#resolveTarget(plan.target);
     const targetText = "leaderOf" in plan.target ? `leader of ${this.#partitionName(plan.target.leaderOf)}` : "node";
     this.#record({ event: "plan", node, detail: `${plan.kind} ${targetText} for ${plan.durationMs} ms` });
@@ -582,6 +611,7 @@ export class Nemesis {
   #emergencyHeal(): void {
     const fault = this.#active;
     if (fault?.kind === "pause") this.#cluster.cluster.resume(fault.node);
+    if (fault?.kind === "zk") this.#cluster.zk.resume();
     removeChaosRules(this.#tag);
   }
 }
