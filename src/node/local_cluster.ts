@@ -28,6 +28,8 @@ export interface LocalNodeSpec {
 export interface LocalClusterOptions {
   /** ZooKeeper connect string (started by the caller). */
   zk: string;
+  /** A connect string for some nodes (by id) instead of `zk`: the fault suite gives each node its own route to ZooKeeper. */
+  nodeZk?: Readonly<Record<string, string>>;
   /** Number of nodes. Defaults to 5. */
   nodes?: number;
   /** Replicas per partition. Defaults to 3. */
@@ -116,7 +118,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       "--host", spec.host,
       "--port", String(spec.port),
       "--partitions", spec.partitions.join(","),
-      "--zk", options.zk,
+      "--zk", options.nodeZk?.[spec.id] ?? options.zk,
       "--data-dir", spec.dataDir,
       "--expect-nodes", String(count),
       "--session-timeout", String(options.sessionTimeoutMs ?? 2000),

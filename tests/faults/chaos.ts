@@ -166,6 +166,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     replicas: options.replicas ?? 3,
     sessionTimeoutMs,
     args: ["--request-timeout", String(requestTimeoutMs)],
+    zkRelays: true,
     // An interruptible run handles SIGINT itself (the nemesis heals, the run checks, then stops the cluster).
     handleSignals: options.interruptible !== true,
   });
@@ -249,7 +250,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
   const counts = countOps(history);
   const longestGap = longestGapWithoutReply(history.filter((h) => !h.client.startsWith("final-")));
   const nemesisLog = nemesis?.log ?? [];
-  const nemesisCounts = nemesis?.counts() ?? { kill: 0, pause: 0, partition: 0, zk: 0 };
+  const nemesisCounts = nemesis?.counts() ?? { kill: 0, pause: 0, partition: 0, "zk-cut": 0, "zk-pause": 0 };
   const verdict = check.ok ? "linearizable" : check.inconclusive ? "inconclusive" : "not_linearizable";
   const passed = verdict === "linearizable" && problems.length === 0;
 
@@ -274,7 +275,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     ? `INCONCLUSIVE (${firstLine(check.message)})`
     : `NOT LINEARIZABLE (${firstLine(check.message)})`;
   const summary = `chaos: ${counts.ops} operations (${counts.ok} ok, ${counts.failed} failed, ${counts.unknown} unknown), ` +
-    `nemesis: ${nemesisCounts.kill} kills, ${nemesisCounts.pause} pauses, ${nemesisCounts.partition} partitions, ${nemesisCounts.zk} ZooKeeper pauses, ` +
+    `nemesis: ${nemesisCounts.kill} kills, ${nemesisCounts.pause} pauses, ${nemesisCounts.partition} partitions, ` +
+    `${nemesisCounts["zk-cut"]} cut off ZooKeeper, ${nemesisCounts["zk-pause"]} ZooKeeper pauses, ` +
     `verdict: ${verdictText}` + (problems.length > 0 ? `, ${problems.length} problems` : "") +
     ` [seed ${seed}, ${(totalMs / 1000).toFixed(1)} s${nemesis?.interrupted === true ? ", interrupted by SIGINT" : ""}]`;
   log(

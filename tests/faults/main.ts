@@ -1,7 +1,7 @@
 /**
  * Long chaos runs from the command line:
  *
- *   node dist/tests/faults/main.js --duration 300 [--seed N] [--nemesis kill,pause,partition,zk] [--clients 10] [--keys 6]
+ *   node dist/tests/faults/main.js --duration 300 [--seed N] [--nemesis kill,pause,partition,zk-cut,zk-pause] [--clients 10] [--keys 6]
  *
  * `--stale-reads` is the harness's self-check: clients read with READONLY
  * (documented as possibly stale), and the run should fail.
@@ -23,7 +23,7 @@ import { FAULT_KINDS, type FaultKind } from "./nemesis.ts";
 /** Longest run the CLI accepts, in seconds (a named limit: the machine is shared). */
 export const MAX_DURATION_S = 24 * 3600;
 
-const USAGE = "usage: main.js --duration <seconds> [--seed N] [--nemesis kill,pause,partition,zk] [--clients N] [--keys N] [--session-timeout ms] [--stale-reads]";
+const USAGE = "usage: main.js --duration <seconds> [--seed N] [--nemesis kill,pause,partition,zk-cut,zk-pause] [--clients N] [--keys N] [--session-timeout ms] [--stale-reads]";
 
 /** Parses the CLI arguments, runs the chaos test, and returns the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {

@@ -8,11 +8,14 @@
  *   ZooKeeper session timeout, then SIGCONT (it wakes up deposed);
  * - partition: DROP every TCP packet of the cluster's port between one
  *   node's loopback address and every other node's address, both ways,
- *   then remove the rules;
- * - zk: SIGSTOP ZooKeeper itself, for a fraction of the session timeout up
- *   to more than twice it, then SIGCONT (every node loses ZooKeeper at
- *   once; after a long pause their sessions expire and every partition
- *   elects again).
+ *   half of the time its route to ZooKeeper too, then remove the rules;
+ * - zk-cut: DROP every packet of one node's route to ZooKeeper (a relay on
+ *   its own address, see tests/support/tcp_relay.ts): it still reaches its
+ *   peers, but its session expires and its partitions elect without it;
+ * - zk-pause: SIGSTOP ZooKeeper itself, for a fraction of the session
+ *   timeout up to more than twice it, then SIGCONT (every node loses
+ *   ZooKeeper at once; after a long pause their sessions expire and every
+ *   partition elects again).
  *
  * Only one node is faulty at a time, and the next fault waits until the
  * cluster has recovered (every node answers, every partition serves a
@@ -38,10 +41,10 @@ import { processAlive } from "../../src/storage/lock.ts";
 const execFileAsync = promisify(execFile);
 
 /** The kinds of fault the nemesis injects. */
-export type FaultKind = "kill" | "pause" | "partition" | "zk";
+export type FaultKind = "kill" | "pause" | "partition" | "zk-cut" | "zk-pause";
 
 /** Every fault kind, in a fixed order. */
-export const FAULT_KINDS: readonly FaultKind[] = ["kill", "pause", "partition", "zk"];
+export const FAULT_KINDS: readonly FaultKind[] = ["kill", "pause", "partition", "zk-cut", "zk-pause"];
 
 /** iptables binary (nf_tables backend; we run as root). */
 export const IPTABLES = "/usr/sbin/iptables";
@@ -91,6 +94,8 @@ export interface ScheduleOptions {
   killDownMs?: MsRange;
   /** How long a partition lasts. Defaults to [2000, 5000]. */
   partitionMs?: MsRange;
+  /** How long a node is cut off from ZooKeeper. Defaults to [1000, 5000]. */
+  zkCutMs?: MsRange;
   /** A pause lasts the session timeout times a factor drawn from this range. Defaults to [1.5, 2.5]. */
   pauseFactor?: readonly [number, number];
   /**
@@ -112,6 +117,8 @@ export interface PlannedFault {
   gapMs: number;
   /** How long the fault lasts before it is healed. */
   durationMs: number;
+  /** A partition that cuts the node off from ZooKeeper too. */
+  withZk?: boolean;
 }
 
 /**
@@ -157,7 +164,8 @@ export class FaultSchedule {
     let durationMs: number;
     if (kind === "kill") durationMs = drawMs(this.#prng, this.#options.killDownMs ?? [1000, 4000]);
     else if (kind === "partition") durationMs = drawMs(this.#prng, this.#options.partitionMs ?? [2000, 5000]);
-    else if (kind === "zk") {
+    else if (kind === "zk-cut") durationMs = drawMs(this.#prng, this.#options.zkCutMs ?? [1000, 5000]);
+    else if (kind === "zk-pause") {
       const [low, high] = this.#options.zkPauseFactor ?? [0.5, 2.5];
       assert.ok(low > 0 && high >= low, "a positive ZooKeeper pause");
       durationMs = Math.round(this.#options.sessionTimeoutMs * (low + this.#prng.float() * (high - low)));
@@ -166,6 +174,7 @@ export class FaultSchedule {
       assert.ok(low > 1 && high >= low, "a pause outlasts the session timeout");
       durationMs = Math.round(this.#options.sessionTimeoutMs * (low + this.#prng.float() * (high - low)));
     }
+    if (kind === "partition") return { kind, target, gapMs, durationMs, withZk: this.#prng.chance(0.5) };
     return { kind, target, gapMs, durationMs };
   }
 }
@@ -210,6 +219,27 @@ export function isolationRules(isolated: string, options: IsolationOptions): str
     }
   }
   return rules;
+}
+
+/** Where a relay to ZooKeeper listens (see tests/support/tcp_relay.ts). */
+export interface RelayAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * The rule bodies that cut every connection to and from `relay`, tagged
+ * with `tag`: only the node it belongs to uses that address and port, so
+ * that node alone loses ZooKeeper.
+ */
+export function relayCutRules(relay: RelayAddress, tag: string): string[][] {
+  assert.ok(tag.startsWith(CHAOS_TAG_PREFIX), "every chaos rule carries the chaos tag");
+  assert.ok(Number.isInteger(relay.port) && relay.port > 0 && relay.port < 65536, `bad port ${relay.port}`);
+  const comment = ["-m", "comment", "--comment", tag, "-j", "DROP"];
+  return [
+    [CHAOS_CHAIN, "-d", relay.host, "-p", "tcp", "--dport", String(relay.port), ...comment],
+    [CHAOS_CHAIN, "-s", relay.host, "-p", "tcp", "--sport", String(relay.port), ...comment],
+  ];
 }
 
 /** Options for {@linkcode listChaosRules}. */
@@ -345,7 +375,8 @@ type ActiveFault =
   | { kind: "kill"; node: string }
   | { kind: "pause"; node: string }
   | { kind: "partition"; node: string }
-  | { kind: "zk"; node: string };
+  | { kind: "zk-cut"; node: string }
+  | { kind: "zk-pause"; node: string };
 
 /**
  * Injects the faults of a {@linkcode FaultSchedule} into `cluster`, one at a
@@ -361,7 +392,7 @@ export class Nemesis {
   readonly #options: NemesisOptions;
   readonly #schedule: FaultSchedule;
   readonly #tag = chaosTag();
-  readonly #counts: Record<FaultKind, number> = { kill: 0, pause: 0, partition: 0, zk: 0 };
+  readonly #counts: Record<FaultKind, number> = { kill: 0, pause: 0, partition: 0, "zk-cut": 0, "zk-pause": 0 };
   /** One never-written key per partition, read to check that the partition serves. */
   readonly #probeKeys = new Map<string, string>();
   #active: ActiveFault | undefined;
@@ -456,7 +487,7 @@ export class Nemesis {
       } else if (fault.kind === "pause") {
         this.#cluster.cluster.resume(fault.node);
         this.#record({ event: "resume", node: fault.node });
-      } else if (fault.kind === "zk") {
+      } else if (fault.kind === "zk-pause") {
         this.#cluster.zk.resume();
         this.#record({ event: "resume", node: fault.node, detail: `SIGCONT pid ${this.#cluster.zk.pid}` });
       } else {
@@ -467,7 +498,7 @@ export class Nemesis {
       }
     } catch (error) {
       this.#problem(`heal of ${fault.kind} on ${fault.node} failed: ${(error as Error).message}`);
-      if (fault.kind === "partition") removeChaosRules(this.#tag);
+      if (fault.kind === "partition" || fault.kind === "zk-cut") removeChaosRules(this.#tag);
     }
   }
 
@@ -523,17 +554,18 @@ export class Nemesis {
 
   async #inject(plan: PlannedFault): Promise<void> {
     assert.equal(this.#active, undefined, "one fault at a time");
-    if (plan.kind === "zk") {
+    if (plan.kind === "zk-pause") {
       this.#record({ event: "plan", node: ZOOKEEPER, detail: `pause ZooKeeper for ${plan.durationMs} ms` });
-      this.#counts.zk++;
-      this.#active = { kind: "zk", node: ZOOKEEPER };
+      this.#counts["zk-pause"]++;
+      this.#active = { kind: "zk-pause", node: ZOOKEEPER };
       this.#cluster.zk.pause();
       this.#record({ event: "pause", node: ZOOKEEPER, detail: `SIGSTOP pid ${this.#cluster.zk.pid}` });
       return;
     }
     const node = await this.#resolveTarget(plan.target);
     const targetText = "leaderOf" in plan.target ? `leader of ${this.#partitionName(plan.target.leaderOf)}` : "node";
-    this.#record({ event: "plan", node, detail: `${plan.kind} ${targetText} for ${plan.durationMs} ms` });
+    const what = plan.withZk === true ? "partition (ZooKeeper too)" : plan.kind;
+    this.#record({ event: "plan", node, detail: `${what} ${targetText} for ${plan.durationMs} ms` });
     this.#counts[plan.kind]++;
     if (plan.kind === "kill") {
       this.#active = { kind: "kill", node };
@@ -544,23 +576,47 @@ export class Nemesis {
       this.#active = { kind: "pause", node };
       this.#cluster.cluster.pause(node);
       this.#record({ event: "pause", node, detail: `SIGSTOP pid ${this.#cluster.cluster.pid(node)}` });
+    } else if (plan.kind === "zk-cut") {
+      this.#active = { kind: "zk-cut", node };
+      const relay = this.#zkRelay(node);
+      await this.#installRules(relayCutRules(relay, this.#tag), [[relay.host, relay]]);
+      this.#record({ event: "partition", node, detail: `${node} cut off from ZooKeeper (its relay ${relay.host}:${relay.port}, verified)` });
     } else {
       this.#active = { kind: "partition", node };
       const spec = this.#cluster.specs.find((s) => s.id === node)!;
       const others = this.#cluster.specs.filter((s) => s.id !== node);
       assert.ok(others.every((s) => s.port === spec.port), "every node of the cluster listens on one port (distinct hosts)");
       const rules = isolationRules(spec.host, { others: others.map((s) => s.host), port: spec.port, tag: this.#tag });
-      for (const rule of rules) await iptables(["-I", ...rule]);
       // The partition must be real: a connection from the isolated address to a peer must not open.
-      const probe = others[0];
-      const open = await canConnect(spec.host, probe.host, probe.port, PARTITION_PROBE_MS);
-      if (open) {
+      const probes: [string, RelayAddress][] = [[spec.host, others[0]]];
+      if (plan.withZk === true) {
+        const relay = this.#zkRelay(node);
+        rules.push(...relayCutRules(relay, this.#tag));
+        probes.push([relay.host, relay]);
+      }
+      await this.#installRules(rules, probes);
+      const zkText = plan.withZk === true ? " and from ZooKeeper" : "";
+      this.#record({ event: "partition", node, detail: `${spec.host} cut off from ${others.map((s) => s.host).join(",")}${zkText} (${rules.length} rules, verified)` });
+    }
+  }
+
+  /** Inserts `rules`, then checks that each probe (from address, to host:port) no longer connects; removes them all if one does. */
+  async #installRules(rules: readonly string[][], probes: readonly [string, RelayAddress][]): Promise<void> {
+    for (const rule of rules) await iptables(["-I", ...rule]);
+    for (const [from, to] of probes) {
+      if (await canConnect(from, to.host, to.port, PARTITION_PROBE_MS)) {
         removeChaosRules(this.#tag);
         this.#active = undefined;
-        throw new Error(`nemesis: after ${rules.length} DROP rules, ${spec.host} still connects to ${probe.host}:${probe.port}`);
+        throw new Error(`nemesis: after ${rules.length} DROP rules, ${from} still connects to ${to.host}:${to.port}`);
       }
-      this.#record({ event: "partition", node, detail: `${spec.host} cut off from ${others.map((s) => s.host).join(",")} (${rules.length} rules, verified)` });
     }
+  }
+
+  /** The relay `node` reaches ZooKeeper through (the cluster must be started with `zkRelays`). */
+  #zkRelay(node: string): RelayAddress {
+    const relay = this.#cluster.zkRelays.get(node);
+    if (relay === undefined) throw new Error(`nemesis: ${node} has no ZooKeeper relay (start the cluster with zkRelays)`);
+    return relay;
   }
 
   /** The node a target names now; a leader target falls back to a node index when the partition has no leader. */
@@ -611,7 +667,7 @@ export class Nemesis {
   #emergencyHeal(): void {
     const fault = this.#active;
     if (fault?.kind === "pause") this.#cluster.cluster.resume(fault.node);
-    if (fault?.kind === "zk") this.#cluster.zk.resume();
+    if (fault?.kind === "zk-pause") this.#cluster.zk.resume();
     removeChaosRules(this.#tag);
   }
 }

@@ -9,6 +9,7 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { startTcpRelay, type TcpRelay } from "./tcp_relay.ts";
 import { startZooKeeper, type ZooKeeperServer } from "./zookeeper.ts";
 import { requestLine, startLocalCluster, type LocalCluster, type LocalNodeSpec } from "../../src/node/local_cluster.ts";
 
@@ -25,11 +26,19 @@ export interface TestClusterOptions {
   args?: string[];
   /** On SIGINT/SIGTERM/SIGHUP kill ZooKeeper and the nodes, then exit (default true); false leaves signals to the caller. */
   handleSignals?: boolean;
+  /**
+   * Each node reaches ZooKeeper through a relay of its own, on its own
+   * address (see tcp_relay.ts), so that iptables can cut one node off from
+   * ZooKeeper. Defaults to false (the nodes connect to ZooKeeper directly).
+   */
+  zkRelays?: boolean;
 }
 
 /** A running test cluster. */
 export interface TestCluster {
   zk: ZooKeeperServer;
+  /** The relay each node reaches ZooKeeper through, by node id (empty without `zkRelays`). */
+  zkRelays: ReadonlyMap<string, TcpRelay>;
   cluster: LocalCluster;
   specs: readonly LocalNodeSpec[];
   /** Sends one request line to node `id`, returns the reply line (rejects on timeout or a closed connection). */
@@ -54,10 +63,18 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
   const zk = await startZooKeeper({ handleSignals: options.handleSignals });
   const hosts = Array.from({ length: count }, (_, i) => `127.0.0.${11 + i}`);
   const basePort = await freePortRun(1, { hosts });
+  const zkRelays = new Map<string, TcpRelay>();
+  const closeRelays = () => Promise.all([...zkRelays.values()].map((relay) => relay.close()));
   let cluster: LocalCluster;
   try {
+    if (options.zkRelays === true) {
+      const [zkHost, zkPort] = zk.connect.split(":");
+      // Node ids are n1..nN on hosts 127.0.0.11.. (startLocalCluster with distinctHosts).
+      for (const [i, host] of hosts.entries()) zkRelays.set(`n${i + 1}`, await startTcpRelay(host, { host: zkHost, port: Number(zkPort) }));
+    }
     cluster = await startLocalCluster({
       zk: zk.connect,
+      nodeZk: Object.fromEntries([...zkRelays].map(([id, relay]) => [id, `${relay.host}:${relay.port}`])),
       nodes: count,
       partitions: options.partitions ?? count,
       replicas: options.replicas ?? 3,
@@ -71,6 +88,7 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     });
     await cluster.waitForLeaders({ timeoutMs: 30_000 });
   } catch (error) {
+    await closeRelays();
     await zk.stop();
     printLogs(dataDir);
     throw error;
@@ -80,6 +98,7 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
 
   const test: TestCluster = {
     zk,
+    zkRelays,
     cluster,
     specs: cluster.specs,
     send(id, line, timeoutMs = 10_000) {
@@ -113,6 +132,7 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     },
     async stop() {
       await cluster.stop();
+      await closeRelays();
       await zk.stop();
       if (process.env.RINGKV_KEEP_TEST_DATA === undefined) fs.rmSync(dataDir, { recursive: true, force: true });
     },
