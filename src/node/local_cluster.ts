@@ -9,7 +9,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { execa, type ResultPromise } from "execa";
+import { type ChildProcess, spawn } from "node:child_process";
 import { forget, killOnExit } from "../process/owned.ts";
 
 /** One node's place in the local cluster. */
@@ -22,6 +22,12 @@ export interface LocalNodeSpec {
   logFile: string;
   /** HTTP API port, when the cluster was given `httpBasePort`. */
   httpPort?: number;
+}
+
+/** A node process started by {@linkcode startLocalCluster}, and its exit. */
+interface NodeProcess {
+  child: ChildProcess;
+  exited: Promise<void>;
 }
 
 /** Options for {@linkcode startLocalCluster}. */
@@ -109,7 +115,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     logFile: path.join(options.dataDir, `${id}.log`),
     httpPort: options.httpBasePort === undefined ? undefined : options.httpBasePort + i,
   }));
-  const processes = new Map<string, ResultPromise>();
+  const processes = new Map<string, NodeProcess>();
 
   function launch(spec: LocalNodeSpec): void {
     const args = [
@@ -126,16 +132,33 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       ...(spec.httpPort === undefined ? [] : ["--http-port", String(spec.httpPort)]),
       ...(options.args ?? []),
     ];
-    const log = { file: spec.logFile, append: true } as const;
-    // Its own process group: a Ctrl-C in the terminal reaches only the
-    // process running the cluster, which stops the nodes in order.
-    const child = execa(process.execPath, args, { stdin: "ignore", stdout: log, stderr: log, reject: false, detached: true });
-    processes.set(spec.id, child);
+    // The node writes its log file itself (an inherited descriptor, not a
+    // pipe through this process): its last lines survive this process's
+    // death, and this process does not copy every log line.
+    // (node:child_process here: execa's types refuse a descriptor held in a `number`.)
+    const log = fs.openSync(spec.logFile, "a");
+    let child: ChildProcess;
+    try {
+      // Its own process group: a Ctrl-C in the terminal reaches only the
+      // process running the cluster, which stops the nodes in order.
+      child = spawn(process.execPath, args, { stdio: ["ignore", log, log], detached: true });
+    } finally {
+      fs.closeSync(log); // the child has its own copy
+    }
+    const exited = new Promise<void>((resolve) => {
+      child.once("exit", () => resolve());
+      // Could not be started (there is no exit then); a listener stays, so a failed kill is never an uncaught 'error'.
+      child.on("error", () => {
+        if (child.pid === undefined) resolve();
+      });
+    });
+    const running: NodeProcess = { child, exited };
+    processes.set(spec.id, running);
     const pid = child.pid;
     if (pid !== undefined) killOnExit(pid, { handleSignals: options.handleSignals });
-    child.finally(() => {
+    exited.then(() => {
       if (pid !== undefined) forget(pid);
-      if (processes.get(spec.id) === child) processes.delete(spec.id);
+      if (processes.get(spec.id) === running) processes.delete(spec.id);
     });
   }
 
@@ -148,7 +171,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const cluster: LocalCluster = {
     specs,
     layout,
-    pid: (id) => processes.get(id)?.pid,
+    pid: (id) => processes.get(id)?.child.pid,
     async start(id) {
       if (processes.has(id)) return;
       const spec = specOf(id);
@@ -156,8 +179,9 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       await waitForPort(spec.host, spec.port, 15_000);
     },
     async kill(id, signal = "SIGKILL") {
-      const child = processes.get(id);
-      if (child === undefined) return;
+      const running = processes.get(id);
+      if (running === undefined) return;
+      const { child, exited } = running;
       if (signal === "SIGCONT" || signal === "SIGSTOP") {
         child.kill(signal);
         return;
@@ -165,11 +189,11 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       child.kill("SIGCONT"); // a paused process cannot handle SIGTERM
       child.kill(signal);
       const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-      await child;
+      await exited;
       clearTimeout(timer);
     },
-    pause: (id) => processes.get(id)?.kill("SIGSTOP"),
-    resume: (id) => processes.get(id)?.kill("SIGCONT"),
+    pause: (id) => processes.get(id)?.child.kill("SIGSTOP"),
+    resume: (id) => processes.get(id)?.child.kill("SIGCONT"),
     async waitForLeaders(waitOptions = {}) {
       const deadline = Date.now() + (waitOptions.timeoutMs ?? 30_000);
       for (;;) {
@@ -184,7 +208,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     },
   };
   process.once("exit", () => {
-    for (const child of processes.values()) child.kill("SIGKILL");
+    for (const { child } of processes.values()) child.kill("SIGKILL");
   });
   for (const spec of specs) launch(spec);
   try {
