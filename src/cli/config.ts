@@ -42,6 +42,8 @@ export interface NodeConfig {
   requestTimeoutMs: number;
   /** Snapshot a partition after this many log entries. */
   snapshotEvery: number;
+  /** Move leadership back towards the preferred spread after this many calm ms; 0: never. */
+  rebalanceAfterMs: number;
 }
 
 /** The development secret; fine on a laptop, never in production (the docs say so). */
@@ -77,6 +79,7 @@ export const NODE_FLAGS: Record<string, FlagSpec> = {
   "forward": { env: "RINGKV_FORWARD", help: "on: forward to the leader | off: reply NOT_LEADER", default: "on" },
   "request-timeout": { env: "RINGKV_REQUEST_TIMEOUT", help: "ms a request waits for a leader or quorum", default: "5000" },
   "snapshot-every": { env: "RINGKV_SNAPSHOT_EVERY", help: "snapshot a partition after this many log entries", default: "200000" },
+  "rebalance-after": { env: "RINGKV_REBALANCE_AFTER", help: "ms of calm after which leadership moves back to preferred nodes (0: never)", default: "10000" },
 };
 
 /** Parses `ringkv node` arguments and the environment into a config. */
@@ -156,6 +159,7 @@ export function parseNodeConfig(argv: readonly string[], env: Record<string, str
     forward: choice("forward", ["on", "off"] as const, "on") === "on",
     requestTimeoutMs: int("request-timeout", 5000, 10, 600_000),
     snapshotEvery: int("snapshot-every", 200_000, 10, 100_000_000),
+    rebalanceAfterMs: int("rebalance-after", 10_000, 0, 3_600_000),
   };
 }
 

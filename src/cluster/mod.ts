@@ -22,3 +22,4 @@ export type {
   SessionState,
 } from "./types.ts";
 export { deadlineMargin, leaseMs } from "./timing.ts";
+export { preferredLeaders } from "./election.ts";

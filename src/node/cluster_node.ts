@@ -17,7 +17,7 @@ import { openReplica, type ReplicatedPartition } from "../replication/replica.ts
 import { SnapshotReceiver, Transport } from "../replication/transport.ts";
 import { decodeMessage, isBase64 } from "../replication/codec.ts";
 import type { Outcome, PartitionHandle } from "../replication/partition.ts";
-import { joinCluster, type Cluster, type LeaderInfo, type NodeInfo } from "../cluster/mod.ts";
+import { joinCluster, preferredLeaders, type Cluster, type LeaderInfo, type NodeInfo } from "../cluster/mod.ts";
 import { PeerError } from "../net/peer_client.ts";
 import type { Reply } from "../protocol/types.ts";
 import { validateKey } from "../protocol/parse.ts";
@@ -25,6 +25,7 @@ import { VERSION } from "../cli/version.ts";
 import { collectPartitions, createNodeMetrics, fsyncObserver, instrumentHandler, stateSamples, ZK_SESSION_STATES } from "../server/metrics.ts";
 import { startHttpServer, type HttpServer } from "../server/http.ts";
 import type { RunningNode } from "./node.ts";
+import { rebalanceStep, type RebalanceStep } from "./rebalance.ts";
 
 /** Heartbeat interval of every replicated partition. */
 export const HEARTBEAT_MS = 50;
@@ -36,6 +37,13 @@ const LEADER_POLL_MS = 25;
  * past it the node leaves anyway (safe: the next leader recovers what it lacks).
  */
 export const HANDOVER_TIMEOUT_MS = 2_000;
+/** How often a node looks for a rebalancing step to take (see rebalance.ts). */
+const REBALANCE_CHECK_MS = 1_000;
+/**
+ * A leader hands over for rebalancing only to a successor at most this many
+ * committed entries behind: the drain then waits milliseconds, not seconds.
+ */
+const REBALANCE_MAX_LAG = 1_000;
 
 /** Starts a node that joins the cluster at `config.zk`. */
 export async function startClusterNode(config: NodeConfig, logger: Logger): Promise<RunningNode> {
@@ -81,6 +89,13 @@ class ClusterNode implements PeerHandler {
   private readonly onBatch = fsyncObserver(this.metrics);
   private http: HttpServer | undefined;
   private ready = false;
+  /** When the set of registered nodes last changed (performance.now()). */
+  private nodesChangedAt = performance.now();
+  /** When each partition's published leader last changed. */
+  private readonly leaderChangedAt = new Map<string, number>();
+  private rebalanceTimer: ReturnType<typeof setInterval> | undefined;
+  /** The rebalancing step in progress, if any (one at a time; close() waits for it). */
+  private rebalancing: Promise<void> | undefined;
 
   constructor(private readonly config: NodeConfig, private readonly logger: Logger, private readonly dataDir: string) {
     this.transport = new Transport({
@@ -188,6 +203,10 @@ class ClusterNode implements PeerHandler {
       () => {
         this.ready = true;
         this.logger.always("cluster_ready", { nodes: this.nodes.size, partitions: this.ring.partitions });
+        if (this.config.rebalanceAfterMs > 0 && !this.closed) {
+          this.rebalanceTimer = setInterval(() => this.rebalanceTick(), REBALANCE_CHECK_MS);
+          this.rebalanceTimer.unref();
+        }
       },
       (error) => this.logger.error("cluster_barrier_failed", { error }),
     );
@@ -259,6 +278,69 @@ class ClusterNode implements PeerHandler {
     }
   }
 
+  // ---- rebalancing ----
+
+  /** Takes at most one rebalancing step (see rebalance.ts), for the first partition that needs one. */
+  private rebalanceTick(): void {
+    if (this.rebalancing !== undefined || this.closed || !this.ready || this.session !== "connected") return;
+    this.rebalancing = this.rebalanceOnce()
+      .catch((error) => this.logger.warn("rebalance_failed", { error }))
+      .finally(() => {
+        this.rebalancing = undefined;
+      });
+  }
+
+  private async rebalanceOnce(): Promise<void> {
+    const cluster = this.cluster;
+    if (cluster === undefined) return;
+    const preferred = preferredLeaders(this.members);
+    const afterMs = this.config.rebalanceAfterMs;
+    for (const [partition, replica] of this.replicas) {
+      const want = preferred.get(partition);
+      const leader = this.leaders.get(partition)?.id;
+      // Cheap checks first: most ticks end here without asking ZooKeeper.
+      if (want === undefined || want === this.config.id || leader === want || !this.nodes.has(want) || this.calmMs(partition) < afterMs) continue;
+      const line = (await cluster.candidates(partition)).map((candidate) => candidate.id);
+      if (this.closed) return;
+      const status = replica.status();
+      const successor = line[1];
+      const step = rebalanceStep({
+        self: this.config.id,
+        preferred: want,
+        preferredRegistered: this.nodes.has(want),
+        line,
+        leader: this.leaders.get(partition)?.id,
+        serving: replica.isServing(),
+        calmMs: this.calmMs(partition),
+        successorCaughtUp: status.followers.some((f) => f.id === successor && f.lag <= REBALANCE_MAX_LAG),
+      }, { afterMs });
+      if (step !== "none") {
+        await this.takeRebalanceStep(cluster, replica, step, want);
+        return;
+      }
+    }
+  }
+
+  /** ms since the registered nodes or `partition`'s leader last changed. */
+  private calmMs(partition: string): number {
+    return performance.now() - Math.max(this.nodesChangedAt, this.leaderChangedAt.get(partition) ?? 0);
+  }
+
+  /** Stands again at the end of the line, handing leadership over first when leading. */
+  private async takeRebalanceStep(cluster: Cluster, replica: ReplicatedPartition, step: RebalanceStep, preferred: string): Promise<void> {
+    const partition = replica.name;
+    this.logger.always("rebalance", { partition, step, preferred });
+    if (step === "hand_over") {
+      await this.handOver(cluster, replica);
+      // Still serving if the handover did not happen (ZooKeeper refused the withdraw): serve again.
+      replica.endDrain();
+    } else {
+      await cluster.withdraw(partition);
+    }
+    // A node shutting down stays out of the line (its close() hands over the rest).
+    if (!this.closed) await cluster.rejoin(partition);
+  }
+
   /** For GET /health: 200 only while this node can serve. */
   private health(): { ok: boolean; reason?: string } {
     if (this.closed) return { ok: false, reason: "shutting down" };
@@ -272,6 +354,7 @@ class ClusterNode implements PeerHandler {
   private onNodes(nodes: Map<string, NodeInfo>): void {
     // A node that (re)appears has just started listening: no backoff from its downtime.
     for (const id of nodes.keys()) if (!this.nodes.has(id)) this.transport.peerBack(id);
+    if (nodes.size !== this.nodes.size || [...nodes.keys()].some((id) => !this.nodes.has(id))) this.nodesChangedAt = performance.now();
     this.nodes = nodes;
     const addresses = new Map<string, string>();
     for (const [id, info] of nodes) addresses.set(id, `${info.host}:${info.port}`);
@@ -382,6 +465,7 @@ class ClusterNode implements PeerHandler {
   }
 
   private onLeader(partition: string, leader: LeaderInfo | undefined): void {
+    if (leader?.id !== this.leaders.get(partition)?.id) this.leaderChangedAt.set(partition, performance.now());
     if (leader === undefined) this.leaders.delete(partition);
     else this.leaders.set(partition, leader);
     // A newly published leader is serving now: forwarding must not wait out a connect backoff.
@@ -589,6 +673,9 @@ class ClusterNode implements PeerHandler {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.rebalanceTimer);
+    // A rebalancing step in progress finishes first (it may be handing a partition over).
+    await this.rebalancing;
     await this.handOverAll();
     await this.http?.close();
     // Longer than any request may take, so every request started gets its reply.

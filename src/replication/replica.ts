@@ -305,6 +305,15 @@ export class ReplicatedPartition implements PartitionHandle {
     return progress !== undefined && progress.matchIndex >= core.lastIndex;
   }
 
+  /**
+   * Undoes {@linkcode drain} when the leader stays (a rebalancing handover
+   * that ZooKeeper did not carry out): requests are taken again. A replica
+   * that stopped serving meanwhile is not affected until it leads again.
+   */
+  endDrain(): void {
+    this.draining = false;
+  }
+
   /** Elected or campaigning, not serving yet: the partition's next leader is (probably) us. */
   isElecting(): boolean {
     return !this.serving && !this.broken && this.core.role !== "follower";

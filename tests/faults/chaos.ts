@@ -69,6 +69,11 @@ export interface ChaosOptions {
   sessionTimeoutMs?: number;
   /** The nodes' --request-timeout. Defaults to 3000. */
   requestTimeoutMs?: number;
+  /**
+   * The nodes' --rebalance-after. Defaults to 3000: short enough that
+   * leadership moves back (planned handovers) between faults, under load.
+   */
+  rebalanceAfterMs?: number;
   /** Think time of a client between two ops, [min, max] ms. Defaults to [0, 10]. */
   thinkMs?: readonly [number, number];
   /** Timing of the faults (see {@linkcode ScheduleOptions}). */
@@ -165,7 +170,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     partitions: options.partitions ?? 5,
     replicas: options.replicas ?? 3,
     sessionTimeoutMs,
-    args: ["--request-timeout", String(requestTimeoutMs)],
+    args: ["--request-timeout", String(requestTimeoutMs), "--rebalance-after", String(options.rebalanceAfterMs ?? 3000)],
     zkRelays: true,
     // An interruptible run handles SIGINT itself (the nemesis heals, the run checks, then stops the cluster).
     handleSignals: options.interruptible !== true,
