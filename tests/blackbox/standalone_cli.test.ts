@@ -29,7 +29,7 @@ test("--help prints the usage with the commands and exits 0", async () => {
 test("node --help lists every flag with its environment variable and exits 0", async () => {
   const result = await runCli(["node", "--help"]);
   assert.is(result.exitCode, 0);
-  for (const flag of ["--id", "--host", "--port", "--data-dir", "--max-line", "--idle-timeout", "--max-connections", "--fsync", "--zk", "--secret"]) {
+  for (const flag of ["--id", "--host", "--port", "--data-dir", "--max-line", "--idle-timeout", "--max-connections", "--fsync", "--zk", "--secret", "--rebalance-after"]) {
     assert.ok(result.stdout.includes(flag), `--help names ${flag}`);
   }
   for (const env of ["RINGKV_ID", "RINGKV_PORT", "RINGKV_DATA_DIR", "RINGKV_ZK"]) {
@@ -48,6 +48,8 @@ const BAD_FLAGS: { args: string[]; mention: RegExp }[] = [
   { args: ["node", "--idle-timeout=-1"], mention: /--idle-timeout/ },
   { args: ["node", "--max-connections", "0"], mention: /--max-connections/ },
   { args: ["node", "--snapshot-every", "1.5"], mention: /--snapshot-every/ },
+  { args: ["node", "--rebalance-after", "-1"], mention: /--rebalance-after/ },
+  { args: ["node", "--rebalance-after", "soon"], mention: /--rebalance-after/ },
   { args: ["node", "--id", "has space"], mention: /--id/ },
   { args: ["node", "stray-positional"], mention: /stray-positional|positional|argument/i },
   { args: ["frobnicate"], mention: /frobnicate/ },
