@@ -96,6 +96,8 @@ class ClusterNode implements PeerHandler {
   private rebalanceTimer: ReturnType<typeof setInterval> | undefined;
   /** The rebalancing step in progress, if any (one at a time; close() waits for it). */
   private rebalancing: Promise<void> | undefined;
+  /** Partitions whose election a rebalancing step left and has not rejoined yet (ZooKeeper failed): retried each check. */
+  private readonly rejoinPending = new Set<string>();
 
   constructor(private readonly config: NodeConfig, private readonly logger: Logger, private readonly dataDir: string) {
     this.transport = new Transport({
@@ -293,6 +295,11 @@ class ClusterNode implements PeerHandler {
   private async rebalanceOnce(): Promise<void> {
     const cluster = this.cluster;
     if (cluster === undefined) return;
+    for (const partition of [...this.rejoinPending]) {
+      await cluster.rejoin(partition);
+      this.rejoinPending.delete(partition);
+      this.logger.info("rebalance_rejoined", { partition });
+    }
     const preferred = preferredLeaders(this.members);
     const afterMs = this.config.rebalanceAfterMs;
     for (const [partition, replica] of this.replicas) {
@@ -330,6 +337,8 @@ class ClusterNode implements PeerHandler {
   private async takeRebalanceStep(cluster: Cluster, replica: ReplicatedPartition, step: RebalanceStep, preferred: string): Promise<void> {
     const partition = replica.name;
     this.logger.always("rebalance", { partition, step, preferred });
+    // Whatever fails from here on, the next checks bring this node back into the line.
+    this.rejoinPending.add(partition);
     if (step === "hand_over") {
       await this.handOver(cluster, replica);
       // Still serving if the handover did not happen (ZooKeeper refused the withdraw): serve again.
@@ -338,7 +347,9 @@ class ClusterNode implements PeerHandler {
       await cluster.withdraw(partition);
     }
     // A node shutting down stays out of the line (its close() hands over the rest).
-    if (!this.closed) await cluster.rejoin(partition);
+    if (this.closed) return;
+    await cluster.rejoin(partition);
+    this.rejoinPending.delete(partition);
   }
 
   /** For GET /health: 200 only while this node can serve. */
