@@ -15,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { freePortRun } from "../../src/net/ports.ts";
 import { isRunning } from "../../src/process/watchdog.ts";
+import { waitUntil } from "../support/wait.ts";
 import { startZooKeeper, type ZooKeeperServer } from "../support/zookeeper.ts";
 
 const MAIN = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
@@ -33,15 +34,6 @@ test.before(async () => {
 test.after(async () => {
   await zk?.stop();
 });
-
-async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return true;
-}
 
 /** The `event` of the last JSON line of a node's log file. */
 function lastEvent(file: string): string | undefined {

@@ -14,6 +14,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { GRACE_MS, isRunning, parseWatchdogLine } from "../../src/process/watchdog.ts";
+import { waitUntil } from "../support/wait.ts";
 
 const OWNER_JS = fileURLToPath(new URL("../support/owner_process.js", import.meta.url));
 
@@ -23,15 +24,6 @@ function kill(pid: number): void {
   } catch {
     // Gone already.
   }
-}
-
-async function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return true;
 }
 
 test("watchdog lines: +pid and -pid, anything else ignored", () => {
