@@ -532,16 +532,20 @@ class ClusterNode implements PeerHandler {
         await this.waitForLeaderChange(Math.min(remaining, LEADER_POLL_MS));
         continue;
       }
+      // Set when the leader on record was asked and said it does not serve.
+      let refused = false;
       if (leader !== undefined && leader.id === this.config.id) {
         // Served here now (forwarded: true keeps it from forwarding again).
         const outcome = await this.router!.serveKey(request, { forwarded: true, readonly: false });
         if (outcome.type !== "not_leader") return outcome;
+        refused = true;
       } else if (leader !== undefined) {
         const client = this.transport.client(leader.id);
         if (client !== undefined) {
           const remaining = deadline - Date.now();
           const result = await this.forwardOnce(client.request(encodeForward(request)), { partition, remainingMs: remaining, isRead, leader });
           if (result !== "retry") return result;
+          refused = true;
         }
       }
       const remaining = deadline - Date.now();
@@ -550,7 +554,10 @@ class ClusterNode implements PeerHandler {
       }
       // The leader changed while we were asking the old one: try the new one at once.
       if (this.leaders.get(partition) !== leader) continue;
-      await this.waitForLeaderChange(Math.min(remaining, LEADER_POLL_MS * 4));
+      // A leader just published may not serve yet: its publication can reach
+      // us (ZooKeeper's watch) before its own create reply reaches it. No
+      // change of leader will wake us then, so ask again soon.
+      await this.waitForLeaderChange(Math.min(remaining, refused ? LEADER_POLL_MS : LEADER_POLL_MS * 4));
     }
   }
 
