@@ -25,7 +25,7 @@ import { VERSION } from "../cli/version.ts";
 import { collectPartitions, createNodeMetrics, fsyncObserver, instrumentHandler, stateSamples, ZK_SESSION_STATES } from "../server/metrics.ts";
 import { startHttpServer, type HttpServer } from "../server/http.ts";
 import type { RunningNode } from "./node.ts";
-import { rebalanceStep, type RebalanceStep } from "./rebalance.ts";
+import { rebalanceStep, rebalanceWanted, type RebalanceStep, type RebalanceSummary } from "./rebalance.ts";
 
 /** Heartbeat interval of every replicated partition. */
 export const HEARTBEAT_MS = 50;
@@ -302,27 +302,31 @@ class ClusterNode implements PeerHandler {
     }
     const preferred = preferredLeaders(this.members);
     const afterMs = this.config.rebalanceAfterMs;
-    for (const [partition, replica] of this.replicas) {
+    const summary = (partition: string): RebalanceSummary => {
       const want = preferred.get(partition);
-      const leader = this.leaders.get(partition)?.id;
-      // Cheap checks first: most ticks end here without asking ZooKeeper.
-      if (want === undefined || want === this.config.id || leader === want || !this.nodes.has(want) || this.calmMs(partition) < afterMs) continue;
+      return {
+        self: this.config.id,
+        preferred: want,
+        preferredRegistered: want !== undefined && this.nodes.has(want),
+        leader: this.leaders.get(partition)?.id,
+        calmMs: this.calmMs(partition),
+      };
+    };
+    for (const [partition, replica] of this.replicas) {
+      // Most checks end here, without asking ZooKeeper for the election line.
+      if (!rebalanceWanted(summary(partition), { afterMs })) continue;
       const line = (await cluster.candidates(partition)).map((candidate) => candidate.id);
       if (this.closed) return;
       const status = replica.status();
       const successor = line[1];
       const step = rebalanceStep({
-        self: this.config.id,
-        preferred: want,
-        preferredRegistered: this.nodes.has(want),
+        ...summary(partition), // again: things may have changed during the round trip
         line,
-        leader: this.leaders.get(partition)?.id,
         serving: replica.isServing(),
-        calmMs: this.calmMs(partition),
         successorCaughtUp: status.followers.some((f) => f.id === successor && f.lag <= REBALANCE_MAX_LAG),
       }, { afterMs });
       if (step !== "none") {
-        await this.takeRebalanceStep(cluster, replica, step, want);
+        await this.takeRebalanceStep(cluster, replica, step, preferred.get(partition)!);
         return;
       }
     }

@@ -45,11 +45,23 @@ export interface RebalanceOptions {
 /** What this node should do for one partition now. */
 export type RebalanceStep = "none" | "requeue" | "hand_over";
 
+/** What {@linkcode rebalanceWanted} needs: the view without the election line and progress. */
+export type RebalanceSummary = Pick<RebalanceView, "self" | "preferred" | "preferredRegistered" | "leader" | "calmMs">;
+
+/**
+ * May this node have a step to take for the partition? False settles it
+ * without reading the election line (which costs a ZooKeeper round trip).
+ */
+export function rebalanceWanted(view: RebalanceSummary, options: RebalanceOptions): boolean {
+  const { self, preferred } = view;
+  return preferred !== undefined && preferred !== self && view.preferredRegistered && view.leader !== preferred &&
+    view.calmMs >= options.afterMs;
+}
+
 /** The one step this node takes for one partition now; "none" in all doubt. */
 export function rebalanceStep(view: RebalanceView, options: RebalanceOptions): RebalanceStep {
   const { self, preferred, line, leader } = view;
-  if (preferred === undefined || preferred === self || !view.preferredRegistered) return "none";
-  if (leader === preferred || view.calmMs < options.afterMs) return "none";
+  if (preferred === undefined || !rebalanceWanted(view, options)) return "none";
   const ours = line.indexOf(self);
   const theirs = line.indexOf(preferred);
   if (ours < 0 || theirs < 0) return "none";
